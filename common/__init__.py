@@ -1,0 +1,1 @@
+"""Shared foundations: errors and exit codes, config, logging, allow-lists, binding fixes."""

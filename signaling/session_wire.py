@@ -1,0 +1,105 @@
+"""Wire format of the iroh front door: receiver <-> sender supervisor (ALPN ``tunnel-py/session``).
+
+One bi-stream per session request. Each message is a u32 big-endian length followed by an
+orjson object (see :mod:`tunnelpy.common.messages`), at most :data:`MAX_MESSAGE` bytes:
+
+* receiver -> supervisor: :class:`SessionRequest` (the source it wants);
+* supervisor -> receiver: :class:`SessionAccepted` (the session's worker endpoint ticket) or
+  :class:`SessionRejected` (a :class:`RejectReason` and a message the receiver prints).
+
+The version lives in the messages, not the ALPN, so a mismatch becomes a readable rejection
+instead of a failed TLS handshake.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from tunnelpy.common import messages
+from tunnelpy.common.errors import ExitCode, ProtocolError
+
+VERSION = 1
+ALPN = b"tunnel-py/session"
+MAX_MESSAGE = 16 * 1024
+_LENGTH = struct.Struct(">I")
+
+
+class Kind(enum.StrEnum):
+    REQUEST = "session_request"
+    ACCEPTED = "session_accepted"
+    REJECTED = "session_rejected"
+
+
+class RejectReason(enum.StrEnum):
+    UNAUTHORIZED = "unauthorized"
+    NOT_ALLOWED = "not_allowed"
+    AT_CAPACITY = "at_capacity"
+    VERSION_MISMATCH = "version_mismatch"
+    DRAINING = "draining"
+    SOURCE_UNREACHABLE = "source_unreachable"
+    INTERNAL = "internal"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return _EXIT_CODES[self]
+
+
+_EXIT_CODES = {
+    RejectReason.UNAUTHORIZED: ExitCode.UNAUTHORIZED,
+    RejectReason.NOT_ALLOWED: ExitCode.NOT_ALLOWED,
+    RejectReason.AT_CAPACITY: ExitCode.AT_CAPACITY,
+    RejectReason.VERSION_MISMATCH: ExitCode.VERSION_MISMATCH,
+    RejectReason.DRAINING: ExitCode.DRAINING,
+    RejectReason.SOURCE_UNREACHABLE: ExitCode.SOURCE_UNREACHABLE,
+    RejectReason.INTERNAL: ExitCode.ERROR,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRequest:
+    source: str  # tcp://HOST:PORT or udp://HOST:PORT
+
+
+@dataclass(frozen=True, slots=True)
+class SessionAccepted:
+    session_id: str
+    worker_ticket: str  # iroh EndpointTicket of the session's worker
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRejected:
+    reason: RejectReason
+    message: str
+
+
+Message = SessionRequest | SessionAccepted | SessionRejected
+_CODEC = messages.Codec(
+    "session protocol", VERSION,
+    {SessionRequest: Kind.REQUEST, SessionAccepted: Kind.ACCEPTED, SessionRejected: Kind.REJECTED},
+)
+
+
+def encode(msg: Message) -> bytes:
+    body = _CODEC.encode(msg)
+    if len(body) > MAX_MESSAGE:
+        raise ProtocolError(f"session message of {len(body)} bytes exceeds {MAX_MESSAGE}")
+    return _LENGTH.pack(len(body)) + body
+
+
+def decode_length(prefix: bytes) -> int:
+    """Length of the body that follows a 4-byte prefix; rejects oversize before reading it."""
+    if len(prefix) != _LENGTH.size:
+        raise ProtocolError("session message truncated: the peer closed inside the length prefix")
+    (length,) = _LENGTH.unpack(prefix)
+    if length > MAX_MESSAGE:
+        raise ProtocolError(f"session message of {length} bytes exceeds {MAX_MESSAGE}: not a tunnel-py peer?")
+    return length
+
+
+def decode(body: bytes) -> Message:
+    return _CODEC.decode(body)
+
+
+LENGTH_SIZE = _LENGTH.size

@@ -1,0 +1,1 @@
+"""The sender's supervisor (arbiter, admission, liveness, control socket) and the CLI."""

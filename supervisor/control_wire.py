@@ -1,0 +1,58 @@
+"""Wire format of the supervisor's local control socket (``--control PATH``, ZeroMQ ipc).
+
+``tunnel-py status`` connects a REQ socket and sends :class:`StatusRequest`; the supervisor's
+ROUTER answers :class:`StatusReply`: the sender's identity and limits, and one
+:class:`SessionView` dict per live session.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from tunnelpy.common import messages
+
+VERSION = 1
+
+
+class Kind(enum.StrEnum):
+    STATUS_REQUEST = "status_request"
+    STATUS_REPLY = "status_reply"
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRequest:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """One session as ``tunnel-py status`` shows it."""
+
+    session_id: str
+    receiver_id: str
+    source: str
+    state: str
+    age_s: float
+    bytes_up: int
+    bytes_down: int
+    streams_open: int
+    streams_total: int
+    rtt_ms: float | None
+    pid: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply:
+    mode: str
+    endpoint_id: str
+    ticket: str
+    draining: bool
+    max_sessions: int
+    sessions: tuple[dict, ...]  # SessionView fields
+
+
+Message = StatusRequest | StatusReply
+_CODEC = messages.Codec("control protocol", VERSION, {StatusRequest: Kind.STATUS_REQUEST, StatusReply: Kind.STATUS_REPLY})
+encode = _CODEC.encode
+decode = _CODEC.decode

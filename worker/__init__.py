@@ -1,0 +1,1 @@
+"""The data plane: transports, TCP/UDP forwarders, the worker process and its peer, the receiver."""
