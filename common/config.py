@@ -34,7 +34,10 @@ class Secret(str):
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One config key and its CLI flag; ``kind`` is str, int, float, bool, list or secret."""
+    """One config key and its CLI flag; ``kind`` is str, path, int, float, bool, list or secret.
+
+    A relative ``path`` in a YAML file is taken relative to that file's folder.
+    """
 
     key: str
     flag: str
@@ -81,15 +84,15 @@ SENDER_OPTIONS: tuple[Option, ...] = (
     Option("secret", "--secret", "sender identity as base64 of 32 bytes (prefer --secret-file: "
            "a flag shows up in ps and shell history)", "secret", None, "B64", _IROH_ONLY),
     Option("secret_file", "--secret-file", "file with the sender's persistent identity (see "
-           "generate-iroh-key); without it the EndpointId changes every start", "str", None, "PATH", _IROH_ONLY),
+           "generate-iroh-key); without it the EndpointId changes every start", "path", None, "PATH", _IROH_ONLY),
     Option("authorized_keys", "--authorized-keys", "file of receiver EndpointIds allowed to connect, "
-           "one per line, # comments", "str", None, "PATH", _IROH_ONLY),
+           "one per line, # comments", "path", None, "PATH", _IROH_ONLY),
     Option("allow_any_receiver", "--allow-any-receiver", "accept any receiver EndpointId (the "
            "allow-lists still apply)", "bool", False, None, _IROH_ONLY),
     Option("ticket_file", "--ticket-file", "write the endpoint ticket (id + addresses) to this "
-           "file once online", "str", None, "PATH", _IROH_ONLY),
+           "file once online", "path", None, "PATH", _IROH_ONLY),
     Option("control", "--control", "path of the supervisor's local status socket (default: "
-           "$XDG_RUNTIME_DIR/tunnel-py/supervisor.sock)", "str", None, "PATH"),
+           "$XDG_RUNTIME_DIR/tunnel-py/supervisor.sock)", "path", None, "PATH"),
     Option("drain_grace", "--drain-grace", "seconds live sessions get to finish after SIGTERM "
            "before their workers are stopped", "float", 30.0, "SECONDS"),
     Option("heartbeat_timeout", "--heartbeat-timeout", "seconds without a worker heartbeat before "
@@ -104,7 +107,7 @@ RECEIVER_OPTIONS: tuple[Option, ...] = (
            "str", None, "URL"),
     Option("target", "--target", "local IP:PORT to listen on for the tunneled service", "str", None, "IP:PORT"),
     Option("secret_file", "--secret-file", "receiver identity file (its EndpointId is what the "
-           "sender's --authorized-keys lists); default: ephemeral", "str", None, "PATH", _IROH_ONLY),
+           "sender's --authorized-keys lists); default: ephemeral", "path", None, "PATH", _IROH_ONLY),
     *_COMMON,
 )
 
@@ -174,6 +177,8 @@ class RawValues:
             if key not in self._options:
                 modes = ", ".join(known[key].modes)
                 raise ConfigError(f"{path}: key {key!r} does not apply to mode {self.mode!r} (only {modes})")
+            if known[key].kind == "path" and isinstance(value, str):
+                value = str(Path(path).parent / Path(value).expanduser())
             self.values[key] = value
             self.origin[key] = f"{path}: {key}"
 
@@ -190,7 +195,7 @@ class RawValues:
             return None
         kind = self._options[key].kind
         where = self.origin[key]
-        expected = {"str": str, "secret": str, "int": int, "float": (int, float), "bool": bool,
+        expected = {"str": str, "path": str, "secret": str, "int": int, "float": (int, float), "bool": bool,
                     "list": (list, tuple)}[kind]
         if isinstance(value, bool) and kind in ("int", "float"):
             expected = ()

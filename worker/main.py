@@ -152,9 +152,11 @@ class Worker:
             return "the receiver never connected", ExitCode.CONNECT_FAILED
         self.state = "connected" if self.state != "draining" else "draining"
         log.info("worker.receiver_connected", receiver_id=self.spec.receiver_id[:16])
+        self.report(ww.Heartbeat(**self._counters()))
 
         def on_streams(open_now: int, opened: bool) -> None:
             self.report(ww.StreamOpened(open_now) if opened else ww.StreamClosed(open_now))
+            self.report(ww.Heartbeat(**self._counters()))
 
         target = SessionTarget(self.spec.source, self.spec.addresses)
         self.session = WorkerSession(self.conn, target, self.traffic, on_streams)
