@@ -53,61 +53,204 @@ _IROH_BOTH = (IROH, IROH_MANUAL)
 _STUN_MODES = (IROH_MANUAL, CUSTOM_MANUAL)
 
 _COMMON = (
-    Option("stun_servers", "--stun-server", "STUN server HOST:PORT (repeatable; default: public Google "
-           "STUN servers; an empty list in YAML disables STUN)", "list", None, "HOST:PORT", _STUN_MODES),
-    Option("no_stun", "--no-stun", "do not use STUN: host candidates / direct addresses only",
-           "bool", False, None, _STUN_MODES),
-    Option("ice_hosts", "--ice-host", "gather ICE host candidates only on this address, CIDR or "
-           "interface (repeatable; default: every non-loopback interface)", "list", (), "ADDR|CIDR|IFACE",
-           (CUSTOM_MANUAL,)),
-    Option("relay_urls", "--relay-url", "iroh relay server URL (repeatable; default: n0's public relays)",
-           "list", (), "URL", _IROH_ONLY),
-    Option("relay_only", "--relay-only", "send all traffic through the relays (needs --relay-url)",
-           "bool", False, None, _IROH_ONLY),
+    Option(
+        "stun_servers",
+        "--stun-server",
+        "STUN server HOST:PORT (repeatable; default: public Google STUN servers; an empty list in YAML disables STUN)",
+        "list",
+        None,
+        "HOST:PORT",
+        _STUN_MODES,
+    ),
+    Option(
+        "no_stun",
+        "--no-stun",
+        "do not use STUN: host candidates / direct addresses only",
+        "bool",
+        False,
+        None,
+        _STUN_MODES,
+    ),
+    Option(
+        "ice_hosts",
+        "--ice-host",
+        "gather ICE host candidates only on this address, CIDR or "
+        "interface (repeatable; default: every non-loopback interface)",
+        "list",
+        (),
+        "ADDR|CIDR|IFACE",
+        (CUSTOM_MANUAL,),
+    ),
+    Option(
+        "relay_urls",
+        "--relay-url",
+        "iroh relay server URL (repeatable; default: n0's public relays)",
+        "list",
+        (),
+        "URL",
+        _IROH_ONLY,
+    ),
+    Option(
+        "relay_only",
+        "--relay-only",
+        "send all traffic through the relays (needs --relay-url)",
+        "bool",
+        False,
+        None,
+        _IROH_ONLY,
+    ),
     Option("dns_server", "--dns-server", "custom pkarr/DNS discovery server URL", "str", None, "URL", _IROH_ONLY),
-    Option("no_relay", "--no-relay", "no relay servers and no internet discovery: direct addresses "
-           "only (LAN/offline)", "bool", False, None, _IROH_ONLY),
-    Option("bind", "--bind", "local IP:PORT the iroh endpoint binds (default: all interfaces, "
-           "random port)", "str", None, "IP:PORT", _IROH_BOTH),
-    Option("log_format", "--log-format", "log format on stderr: json, console, or auto (console on a "
-           "TTY, json otherwise)", "str", "auto", "FMT"),
+    Option(
+        "no_relay",
+        "--no-relay",
+        "no relay servers and no internet discovery: direct addresses only (LAN/offline)",
+        "bool",
+        False,
+        None,
+        _IROH_ONLY,
+    ),
+    Option(
+        "bind",
+        "--bind",
+        "local IP:PORT the iroh endpoint binds (default: all interfaces, random port)",
+        "str",
+        None,
+        "IP:PORT",
+        _IROH_BOTH,
+    ),
+    Option(
+        "log_format",
+        "--log-format",
+        "log format on stderr: json, console, or auto (console on a TTY, json otherwise)",
+        "str",
+        "auto",
+        "FMT",
+    ),
     Option("log_level", "--log-level", "debug, info, warning or error", "str", "info", "LEVEL"),
 )
 
 SENDER_OPTIONS: tuple[Option, ...] = (
-    Option("allowed_tcp", "--allowed-tcp", "CIDR of tcp sources receivers may ask for (repeatable; "
-           "empty = no tcp source allowed)", "list", (), "CIDR"),
-    Option("allowed_udp", "--allowed-udp", "CIDR of udp sources receivers may ask for (repeatable; "
-           "empty = no udp source allowed)", "list", (), "CIDR"),
-    Option("max_sessions", "--max-sessions", "concurrent sessions (one worker process each) before "
-           "new receivers are refused as at capacity", "int", 100, "N", _IROH_ONLY),
-    Option("secret", "--secret", "sender identity as base64 of 32 bytes (prefer --secret-file: "
-           "a flag shows up in ps and shell history)", "secret", None, "B64", _IROH_ONLY),
-    Option("secret_file", "--secret-file", "file with the sender's persistent identity (see "
-           "generate-iroh-key); without it the EndpointId changes every start", "path", None, "PATH", _IROH_ONLY),
-    Option("authorized_keys", "--authorized-keys", "file of receiver EndpointIds allowed to connect, "
-           "one per line, # comments", "path", None, "PATH", _IROH_ONLY),
-    Option("allow_any_receiver", "--allow-any-receiver", "accept any receiver EndpointId (the "
-           "allow-lists still apply)", "bool", False, None, _IROH_ONLY),
-    Option("ticket_file", "--ticket-file", "write the endpoint ticket (id + addresses) to this "
-           "file once online", "path", None, "PATH", _IROH_ONLY),
-    Option("control", "--control", "path of the supervisor's local status socket (default: "
-           "$XDG_RUNTIME_DIR/tunnel-py/supervisor.sock)", "path", None, "PATH"),
-    Option("drain_grace", "--drain-grace", "seconds live sessions get to finish after SIGTERM "
-           "before their workers are stopped", "float", 30.0, "SECONDS"),
-    Option("heartbeat_timeout", "--heartbeat-timeout", "seconds without a worker heartbeat before "
-           "the worker is terminated as stale", "float", 10.0, "SECONDS"),
+    Option(
+        "allowed_tcp",
+        "--allowed-tcp",
+        "CIDR of tcp sources receivers may ask for (repeatable; empty = no tcp source allowed)",
+        "list",
+        (),
+        "CIDR",
+    ),
+    Option(
+        "allowed_udp",
+        "--allowed-udp",
+        "CIDR of udp sources receivers may ask for (repeatable; empty = no udp source allowed)",
+        "list",
+        (),
+        "CIDR",
+    ),
+    Option(
+        "max_sessions",
+        "--max-sessions",
+        "concurrent sessions (one worker process each) before new receivers are refused as at capacity",
+        "int",
+        100,
+        "N",
+        _IROH_ONLY,
+    ),
+    Option(
+        "secret",
+        "--secret",
+        "sender identity as base64 of 32 bytes (prefer --secret-file: a flag shows up in ps and shell history)",
+        "secret",
+        None,
+        "B64",
+        _IROH_ONLY,
+    ),
+    Option(
+        "secret_file",
+        "--secret-file",
+        "file with the sender's persistent identity (see "
+        "generate-iroh-key); without it the EndpointId changes every start",
+        "path",
+        None,
+        "PATH",
+        _IROH_ONLY,
+    ),
+    Option(
+        "authorized_keys",
+        "--authorized-keys",
+        "file of receiver EndpointIds allowed to connect, one per line, # comments",
+        "path",
+        None,
+        "PATH",
+        _IROH_ONLY,
+    ),
+    Option(
+        "allow_any_receiver",
+        "--allow-any-receiver",
+        "accept any receiver EndpointId (the allow-lists still apply)",
+        "bool",
+        False,
+        None,
+        _IROH_ONLY,
+    ),
+    Option(
+        "ticket_file",
+        "--ticket-file",
+        "write the endpoint ticket (id + addresses) to this file once online",
+        "path",
+        None,
+        "PATH",
+        _IROH_ONLY,
+    ),
+    Option(
+        "control",
+        "--control",
+        "path of the supervisor's local status socket (default: $XDG_RUNTIME_DIR/tunnel-py/supervisor.sock)",
+        "path",
+        None,
+        "PATH",
+    ),
+    Option(
+        "drain_grace",
+        "--drain-grace",
+        "seconds live sessions get to finish after SIGTERM before their workers are stopped",
+        "float",
+        30.0,
+        "SECONDS",
+    ),
+    Option(
+        "heartbeat_timeout",
+        "--heartbeat-timeout",
+        "seconds without a worker heartbeat before the worker is terminated as stale",
+        "float",
+        10.0,
+        "SECONDS",
+    ),
     *_COMMON,
 )
 
 RECEIVER_OPTIONS: tuple[Option, ...] = (
-    Option("node_id", "--node-id", "the sender's EndpointId, or a full endpoint ticket carrying its "
-           "addresses", "str", None, "ID_OR_TICKET", _IROH_ONLY),
-    Option("source", "--source", "service on the sender's side: tcp://HOST:PORT or udp://HOST:PORT",
-           "str", None, "URL"),
+    Option(
+        "node_id",
+        "--node-id",
+        "the sender's EndpointId, or a full endpoint ticket carrying its addresses",
+        "str",
+        None,
+        "ID_OR_TICKET",
+        _IROH_ONLY,
+    ),
+    Option(
+        "source", "--source", "service on the sender's side: tcp://HOST:PORT or udp://HOST:PORT", "str", None, "URL"
+    ),
     Option("target", "--target", "local IP:PORT to listen on for the tunneled service", "str", None, "IP:PORT"),
-    Option("secret_file", "--secret-file", "receiver identity file (its EndpointId is what the "
-           "sender's --authorized-keys lists); default: ephemeral", "path", None, "PATH", _IROH_ONLY),
+    Option(
+        "secret_file",
+        "--secret-file",
+        "receiver identity file (its EndpointId is what the sender's --authorized-keys lists); default: ephemeral",
+        "path",
+        None,
+        "PATH",
+        _IROH_ONLY,
+    ),
     *_COMMON,
 )
 
@@ -194,16 +337,29 @@ class RawValues:
         if value is None or key not in self._options:
             return None
         kind = self._options[key].kind
-        where = self.origin[key]
-        expected = {"str": str, "path": str, "secret": str, "int": int, "float": (int, float), "bool": bool,
-                    "list": (list, tuple)}[kind]
-        if isinstance(value, bool) and kind in ("int", "float"):
-            expected = ()
-        if not isinstance(value, expected):
-            raise ConfigError(f"{where}: expected {kind}, got {value!r}")
-        if kind == "list" and not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: expected a list of strings, got {value!r}")
+        if not _KIND_CHECKS[kind](value):
+            raise ConfigError(f"{self.origin[key]}: expected {_KIND_NAMES[kind]}, got {value!r}")
         return tuple(value) if kind == "list" else value
+
+
+_KIND_CHECKS = {
+    "str": lambda v: isinstance(v, str),
+    "path": lambda v: isinstance(v, str),
+    "secret": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "list": lambda v: isinstance(v, (list, tuple)) and all(isinstance(i, str) for i in v),
+}
+_KIND_NAMES = {
+    "str": "a string",
+    "path": "a path",
+    "secret": "a string",
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "list": "a list of strings",
+}
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -237,8 +393,9 @@ def _positive(raw: RawValues, key: str) -> Any:
 
 def _net_options(raw: RawValues) -> NetOptions:
     if raw.get("relay_only") and not raw.get("relay_urls"):
-        raise ConfigError(f"{raw.origin['relay_only']} needs at least one --relay-url "
-                          "(the public relays are rate-limited)")
+        raise ConfigError(
+            f"{raw.origin['relay_only']} needs at least one --relay-url (the public relays are rate-limited)"
+        )
     if raw.get("relay_only") and raw.get("no_relay"):
         raise ConfigError("--relay-only and --no-relay contradict each other: choose one")
     bind = raw.get("bind")
@@ -271,8 +428,10 @@ def _read_secret(raw: RawValues) -> Secret | None:
         try:
             return Secret(Path(path).read_text(encoding="utf-8").strip())
         except OSError as exc:
-            raise ConfigError(f"{raw.origin['secret_file']} {path}: cannot read ({exc.strerror}); "
-                              "create one with `tunnel-py generate-iroh-key -o PATH`") from exc
+            raise ConfigError(
+                f"{raw.origin['secret_file']} {path}: cannot read ({exc.strerror}); "
+                "create one with `tunnel-py generate-iroh-key -o PATH`"
+            ) from exc
     return Secret(inline) if inline else None
 
 
@@ -302,16 +461,19 @@ def build_sender_config(raw: RawValues) -> SenderConfig:
         udp=parse_networks(raw.get("allowed_udp") or (), what=raw.origin["allowed_udp"]),
     )
     if not allowed.tcp and not allowed.udp:
-        raise ConfigError("no source is allowed: give --allowed-tcp and/or --allowed-udp CIDRs "
-                          "(e.g. --allowed-tcp 127.0.0.0/8)")
+        raise ConfigError(
+            "no source is allowed: give --allowed-tcp and/or --allowed-udp CIDRs (e.g. --allowed-tcp 127.0.0.0/8)"
+        )
     authorized: frozenset[str] | None = frozenset()
     if mode == IROH:
         keys_path = raw.get("authorized_keys")
         if keys_path and raw.get("allow_any_receiver"):
             raise ConfigError("--authorized-keys and --allow-any-receiver contradict each other: choose one")
         if not keys_path and not raw.get("allow_any_receiver"):
-            raise ConfigError("refusing to start an open sender: give --authorized-keys PATH (receiver "
-                              "EndpointIds, one per line) or --allow-any-receiver")
+            raise ConfigError(
+                "refusing to start an open sender: give --authorized-keys PATH (receiver "
+                "EndpointIds, one per line) or --allow-any-receiver"
+            )
         authorized = read_authorized_keys(keys_path, raw.origin["authorized_keys"]) if keys_path else None
     control = raw.get("control")
     return SenderConfig(

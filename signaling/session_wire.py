@@ -76,7 +76,8 @@ class SessionRejected:
 
 Message = SessionRequest | SessionAccepted | SessionRejected
 _CODEC = messages.Codec(
-    "session protocol", VERSION,
+    "session protocol",
+    VERSION,
     {SessionRequest: Kind.REQUEST, SessionAccepted: Kind.ACCEPTED, SessionRejected: Kind.REJECTED},
 )
 

@@ -37,14 +37,18 @@ class Admission:
         if self.draining:
             return Refused(RejectReason.DRAINING, "the sender is shutting down; try again later")
         if len(self._active) >= self.max_sessions:
-            return Refused(RejectReason.AT_CAPACITY,
-                           f"sender at capacity ({len(self._active)}/{self.max_sessions} sessions); try again later")
+            return Refused(
+                RejectReason.AT_CAPACITY,
+                f"sender at capacity ({len(self._active)}/{self.max_sessions} sessions); try again later",
+            )
         recent = self._recent.setdefault(receiver_id, deque())
         while recent and now - recent[0] > self.window:
             recent.popleft()
         if len(recent) >= self.per_receiver_burst:
-            return Refused(RejectReason.AT_CAPACITY,
-                           f"too many sessions from this receiver ({len(recent)} in {self.window:.0f} s); slow down")
+            return Refused(
+                RejectReason.AT_CAPACITY,
+                f"too many sessions from this receiver ({len(recent)} in {self.window:.0f} s); slow down",
+            )
         recent.append(now)
         self._active[session_id] = receiver_id
         return Admitted(session_id)

@@ -18,11 +18,12 @@ import shutil
 import signal
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 import zmq.asyncio
-from tunnelpy.common.allowlist import SourceNotAllowed, SourceUnresolvable, parse_source, resolve
+from tunnelpy.common.allowlist import Source, SourceNotAllowed, SourceUnresolvable, parse_source, resolve
 from tunnelpy.common.config import SenderConfig
 from tunnelpy.common.errors import ConfigError, ExitCode, ProtocolError
 from tunnelpy.common.logs import get_logger
@@ -34,12 +35,21 @@ from tunnelpy.supervisor.launcher import WorkerLauncher, describe_exit
 from tunnelpy.supervisor.liveness import Liveness
 from tunnelpy.supervisor.sessions import SessionRecord
 from tunnelpy.worker.main import WorkerSpec
+from tunnelpy.worker.rendezvous import IcePeer
 
 log = get_logger(__name__)
 
 READY_TIMEOUT = 15.0
 KILL_GRACE = 3.0
 TICK = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An admitted session whose worker is ready: ``ready`` says how the receiver reaches it."""
+
+    session_id: str
+    ready: ww.WorkerReady
 
 
 class Supervisor:
@@ -73,9 +83,16 @@ class Supervisor:
         try:
             await front.start()
             async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(coro) for coro in (
-                    self._worker_messages(), self._control_requests(), self._housekeeping(),
-                    self._signal_loop(), front.serve())]
+                tasks = [
+                    tg.create_task(coro)
+                    for coro in (
+                        self._worker_messages(),
+                        self._control_requests(),
+                        self._housekeeping(),
+                        self._signal_loop(),
+                        front.serve(),
+                    )
+                ]
                 await self._finished.wait()
                 for task in tasks:
                     task.cancel()
@@ -101,15 +118,21 @@ class Supervisor:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if path.exists():
             if await _control_answers(self._zmq, path):
-                raise ConfigError(f"--control {path}: another supervisor is running there; "
-                                  "stop it or choose another --control path")
+                raise ConfigError(
+                    f"--control {path}: another supervisor is running there; stop it or choose another --control path"
+                )
             path.unlink()
         self._control.bind(f"ipc://{path}")
         os.chmod(path, 0o600)
 
     # -- sessions --------------------------------------------------------------------
-    async def open_session(self, receiver_id: str, source_text: str) -> sw.SessionAccepted | sw.SessionRejected:
-        """Check, admit and spawn: the answer the receiver gets (never raises for a user error)."""
+    async def open_session(
+        self, receiver_id: str, source_text: str, *, transport: str = "iroh", ice_peer: IcePeer | None = None
+    ) -> Opened | sw.SessionRejected:
+        """Check, admit and spawn; returns the worker's address or the rejection to send back.
+
+        Never raises for a user error: every refusal is an answer the receiver can print.
+        """
         try:
             source = parse_source(source_text, what="requested source")
             addresses = self.config.allowed.check(source, await resolve(source))
@@ -126,22 +149,37 @@ class Supervisor:
         record = SessionRecord(session_id, receiver_id, str(source))
         record.ready = asyncio.get_running_loop().create_future()
         self.sessions[session_id] = record
-        self.spawn_worker(record, source, addresses)
+        self.spawn_worker(record, source, addresses, transport, ice_peer)
         try:
             async with asyncio.timeout(READY_TIMEOUT):
-                ticket = await record.ready
+                ready = await record.ready
         except (TimeoutError, ProtocolError) as exc:
             log.error("session.worker_not_ready", session_id=session_id, error=str(exc) or "timeout")
             self.terminate(record, "not ready")
             return sw.SessionRejected(sw.RejectReason.INTERNAL, "the sender's worker failed to start")
-        log.info("session.opened", session_id=session_id, receiver_id=receiver_id, source=str(source),
-                 pid=record.process.pid)
-        return sw.SessionAccepted(session_id=session_id, worker_ticket=ticket)
+        log.info(
+            "session.opened", session_id=session_id, receiver_id=receiver_id, source=str(source), pid=record.process.pid
+        )
+        return Opened(session_id, ready)
 
-    def spawn_worker(self, record: SessionRecord, source, addresses: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    def spawn_worker(
+        self,
+        record: SessionRecord,
+        source: Source,
+        addresses: tuple[str, ...],
+        transport: str,
+        ice_peer: IcePeer | None,
+    ) -> None:
         spec = WorkerSpec(
-            session_id=record.session_id, source=source, addresses=addresses, receiver_id=record.receiver_id,
-            net=self.config.net, control_endpoint=self.worker_endpoint, supervisor_pid=os.getpid(),
+            session_id=record.session_id,
+            source=source,
+            addresses=addresses,
+            receiver_id=record.receiver_id,
+            transport=transport,
+            ice_peer=ice_peer,
+            net=self.config.net,
+            control_endpoint=self.worker_endpoint,
+            supervisor_pid=os.getpid(),
             log_format="console" if self.config.log_format == "console" else "json",
             log_level=self.config.log_level,
         )
@@ -157,8 +195,13 @@ class Supervisor:
         self.liveness.forget(session_id)
         if record.ready is not None and not record.ready.done():
             record.ready.set_exception(ProtocolError("the worker exited before it was ready"))
-        log.info("worker.reaped", session_id=session_id, pid=record.process.pid,
-                 active=self.admission.active, **describe_exit(record.process.exitcode))
+        log.info(
+            "worker.reaped",
+            session_id=session_id,
+            pid=record.process.pid,
+            active=self.admission.active,
+            **describe_exit(record.process.exitcode),
+        )
         record.process.close()
 
     def terminate(self, record: SessionRecord, why: str) -> None:
@@ -255,8 +298,13 @@ class Supervisor:
         views = tuple(dataclasses.asdict(record.view(now)) for record in self.sessions.values())
         front = self.front
         return cw.StatusReply(
-            mode=self.config.mode, endpoint_id=getattr(front, "endpoint_id", ""), ticket=getattr(front, "ticket", ""),
-            draining=self.admission.draining, max_sessions=self.config.max_sessions, sessions=views)
+            mode=self.config.mode,
+            endpoint_id=getattr(front, "endpoint_id", ""),
+            ticket=getattr(front, "ticket", ""),
+            draining=self.admission.draining,
+            max_sessions=self.config.max_sessions,
+            sessions=views,
+        )
 
 
 async def _control_answers(ctx: zmq.asyncio.Context, path: Path) -> bool:

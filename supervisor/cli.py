@@ -29,8 +29,9 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[cfgmod.Option
         if opt.kind == "bool":
             parser.add_argument(opt.flag, dest=opt.key, action="store_true", default=None, help=help_text)
         elif opt.kind == "list":
-            parser.add_argument(opt.flag, dest=opt.key, action="append", default=None, metavar=opt.metavar,
-                                help=help_text)
+            parser.add_argument(
+                opt.flag, dest=opt.key, action="append", default=None, metavar=opt.metavar, help=help_text
+            )
         else:
             kind = {"int": int, "float": float}.get(opt.kind, str)
             parser.add_argument(opt.flag, dest=opt.key, type=kind, default=None, metavar=opt.metavar, help=help_text)
@@ -40,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunnel-py",
         description="Peer-to-peer TCP/UDP port forwarding. A sender exposes services behind NAT; a "
-                    "receiver asks for one (--source) and listens locally (--target).")
+        "receiver asks for one (--source) and listens locally (--target).",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sender = sub.add_parser("sender", help="expose services to receivers (runs the supervisor)")
@@ -62,12 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("-s", "--secret-file", required=True, help="identity file from generate-iroh-key")
 
     status = sub.add_parser("status", help="show a running supervisor's sessions")
-    status.add_argument("--control", help="the supervisor's control socket (default: "
-                                           f"{cfgmod.default_control_path()})")
+    status.add_argument("--control", help=f"the supervisor's control socket (default: {cfgmod.default_control_path()})")
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
 
-    demo = sub.add_parser("demo", help="run a sender, a receiver and an echo service on loopback and "
-                                       "push TCP and UDP through a real tunnel (offline)")
+    demo = sub.add_parser(
+        "demo",
+        help="run a sender, a receiver and an echo service on loopback and "
+        "push TCP and UDP through a real tunnel (offline)",
+    )
     demo.add_argument("--size", type=int, default=20, help="MB to push through the TCP tunnel (default: 20)")
     return parser
 
@@ -181,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_supervisor_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunnel-supervisor",
-        description="Run a tunnel-py sender from a YAML config (flags, where given, override the file).")
+        description="Run a tunnel-py sender from a YAML config (flags, where given, override the file).",
+    )
     parser.add_argument("-c", "--config", required=True, help="sender YAML (see deploy/examples/sender.yaml)")
     add_options(parser, cfgmod.SENDER_OPTIONS, None)
     return parser

@@ -53,6 +53,8 @@ class StatusReply:
 
 
 Message = StatusRequest | StatusReply
-_CODEC = messages.Codec("control protocol", VERSION, {StatusRequest: Kind.STATUS_REQUEST, StatusReply: Kind.STATUS_REPLY})
+_CODEC = messages.Codec(
+    "control protocol", VERSION, {StatusRequest: Kind.STATUS_REQUEST, StatusReply: Kind.STATUS_REPLY}
+)
 encode = _CODEC.encode
 decode = _CODEC.decode

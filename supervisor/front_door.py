@@ -13,6 +13,7 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunnelpy.common.config import SenderConfig
 from tunnelpy.common.errors import ProtocolError, VersionMismatch
@@ -21,12 +22,15 @@ from tunnelpy.signaling import session_wire as sw
 from tunnelpy.worker import iroh_transport
 from tunnelpy.worker.session import read_exact
 
+if TYPE_CHECKING:
+    from tunnelpy.supervisor.arbiter import Opened
+
 log = get_logger(__name__)
 
 HANDSHAKE_TIMEOUT = 30.0  # covers the request read, the worker spawn and the reply
 LINGER_TIMEOUT = 5.0
 
-OpenSession = Callable[[str, str], Awaitable[sw.SessionAccepted | sw.SessionRejected]]
+OpenSession = Callable[[str, str], Awaitable["Opened | sw.SessionRejected"]]
 
 
 async def read_message(stream: iroh_transport.IrohStream) -> sw.Message:
@@ -41,29 +45,34 @@ class IrohFrontDoor:
     def __init__(self, config: SenderConfig, open_session: OpenSession) -> None:
         self.config = config
         self._open_session = open_session
-        self.endpoint = None
+        self.endpoint: iroh_transport.iroh.Endpoint | None = None
         self.ticket = ""
 
     async def start(self) -> None:
         secret = None
         if self.config.secret:
             secret = iroh_transport.decode_secret(self.config.secret, "--secret/--secret-file")
-        self.endpoint = await iroh_transport.bind_endpoint(self.config.net, secret=secret, alpns=[sw.ALPN])
+        self.endpoint = endpoint = await iroh_transport.bind_endpoint(self.config.net, secret=secret, alpns=[sw.ALPN])
         if not self.config.net.no_relay:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(iroh_transport.CONNECT_TIMEOUT):
-                    await self.endpoint.online()
-        self.ticket = iroh_transport.ticket_of(self.endpoint)
+                    await endpoint.online()
+        self.ticket = iroh_transport.ticket_of(endpoint)
         if self.config.ticket_file:
             _write_private(self.config.ticket_file, self.ticket + "\n")
-        log.info("supervisor.online", endpoint_id=str(self.endpoint.id()), ticket=self.ticket,
-                 addresses=self.endpoint.addr().direct_addresses())
+        log.info(
+            "supervisor.online",
+            endpoint_id=str(endpoint.id()),
+            ticket=self.ticket,
+            addresses=endpoint.addr().direct_addresses(),
+        )
 
     @property
     def endpoint_id(self) -> str:
         return str(self.endpoint.id()) if self.endpoint is not None else ""
 
     async def serve(self) -> None:
+        assert self.endpoint is not None, "start() first"
         async with asyncio.TaskGroup() as tg:
             while True:
                 incoming = await self.endpoint.accept_next()
@@ -109,9 +118,13 @@ class IrohFrontDoor:
         keys = self.config.authorized_keys
         if keys is not None and receiver_id not in keys:
             log.warning("front_door.unauthorized", receiver_id=receiver_id)
-            return sw.SessionRejected(sw.RejectReason.UNAUTHORIZED,
-                                      f"receiver {receiver_id} is not in the sender's --authorized-keys")
-        return await self._open_session(receiver_id, request.source)
+            return sw.SessionRejected(
+                sw.RejectReason.UNAUTHORIZED, f"receiver {receiver_id} is not in the sender's --authorized-keys"
+            )
+        opened = await self._open_session(receiver_id, request.source)
+        if isinstance(opened, sw.SessionRejected):
+            return opened
+        return sw.SessionAccepted(session_id=opened.session_id, worker_ticket=opened.ready.ticket)
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -15,7 +15,8 @@ import signal
 
 from tunnelpy.worker.main import WorkerSpec, worker_entry
 
-PRELOAD = ["tunnelpy.worker.main"]
+# The ICE stack is preloaded too: forked workers share its pages and skip its import time.
+PRELOAD = ["tunnelpy.worker.main", "tunnelpy.worker.ice", "tunnelpy.worker.quic_transport"]
 
 
 class WorkerLauncher:
@@ -30,8 +31,9 @@ class WorkerLauncher:
         forkserver.ensure_running()
 
     def spawn(self, spec: WorkerSpec) -> multiprocessing.context.ForkServerProcess:
-        process = self._ctx.Process(target=worker_entry, args=(spec,), name=f"tunnel-py-worker-{spec.session_id}",
-                                    daemon=False)
+        process = self._ctx.Process(
+            target=worker_entry, args=(spec,), name=f"tunnel-py-worker-{spec.session_id}", daemon=False
+        )
         process.start()
         return process
 

@@ -44,8 +44,14 @@ class Peer:
     async def start(self, stdin: int | None = asyncio.subprocess.DEVNULL) -> Peer:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = await asyncio.create_subprocess_exec(
-            *self.command, *self.args, stdin=stdin, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE, env=env, start_new_session=True)
+            *self.command,
+            *self.args,
+            stdin=stdin,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
         self._reader = asyncio.create_task(self._read_stderr())
         return self
 
@@ -72,6 +78,7 @@ class Peer:
 
     async def wait_event(self, event: str, timeout: float = 20.0, **fields: Any) -> dict[str, Any]:
         """Wait for a log event; fails early, with the log tail, if the process exits first."""
+
         async def found() -> dict[str, Any]:
             async with self._changed:
                 while True:
@@ -79,9 +86,12 @@ class Peer:
                     if hit is not None:
                         return hit
                     if self._reader is not None and self._reader.done():
-                        raise RuntimeError(f"{self.name} exited ({self.proc.returncode if self.proc else '?'}) "
-                                           f"before {event}:\n{self.tail()}")
+                        raise RuntimeError(
+                            f"{self.name} exited ({self.proc.returncode if self.proc else '?'}) "
+                            f"before {event}:\n{self.tail()}"
+                        )
                     await self._changed.wait()
+
         try:
             async with asyncio.timeout(timeout):
                 return await found()
@@ -122,22 +132,48 @@ class Peer:
         return code
 
 
-async def start_sender(work: Path, *, mode: str = "iroh", extra: list[str] | None = None,
-                       name: str = "sender") -> tuple[Peer, str]:
+async def start_sender(
+    work: Path, *, mode: str = "iroh", extra: list[str] | None = None, name: str = "sender"
+) -> tuple[Peer, str]:
     """Start an offline iroh sender on 127.0.0.1; returns the peer and its endpoint ticket."""
     ticket = work / f"{name}.ticket"
-    args = ["sender", mode, "--no-relay", "--bind", "127.0.0.1:0", "--ticket-file", str(ticket),
-            "--control", str(work / f"{name}.sock"), "--log-format", "json", *(extra or [])]
+    args = [
+        "sender",
+        mode,
+        "--no-relay",
+        "--bind",
+        "127.0.0.1:0",
+        "--ticket-file",
+        str(ticket),
+        "--control",
+        str(work / f"{name}.sock"),
+        "--log-format",
+        "json",
+        *(extra or []),
+    ]
     peer = await Peer(name, args, work).start()
     await peer.wait_event("supervisor.online")
     return peer, ticket.read_text().strip()
 
 
-async def start_receiver(work: Path, ticket: str, source: str, *, name: str = "receiver",
-                         extra: list[str] | None = None, wait: bool = True) -> tuple[Peer, tuple[str, int] | None]:
+async def start_receiver(
+    work: Path, ticket: str, source: str, *, name: str = "receiver", extra: list[str] | None = None, wait: bool = True
+) -> tuple[Peer, tuple[str, int] | None]:
     """Start an iroh receiver listening on an ephemeral loopback port; returns it and its address."""
-    args = ["receiver", "iroh", "--no-relay", "--node-id", ticket, "--source", source,
-            "--target", "127.0.0.1:0", "--log-format", "json", *(extra or [])]
+    args = [
+        "receiver",
+        "iroh",
+        "--no-relay",
+        "--node-id",
+        ticket,
+        "--source",
+        source,
+        "--target",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        *(extra or []),
+    ]
     peer = await Peer(name, args, work).start()
     if not wait:
         return peer, None
@@ -186,7 +222,7 @@ async def tcp_echo_roundtrip(address: tuple[str, int], payload: bytes, chunk: in
     async def send() -> None:
         view = memoryview(payload)
         for start in range(0, len(view), chunk):
-            writer.write(view[start:start + chunk])
+            writer.write(view[start : start + chunk])
             await writer.drain()
         writer.write_eof()
 

@@ -21,7 +21,7 @@ class SessionRecord:
     started: float = field(default_factory=time.monotonic)
     state: str = "starting"
     process: Any = None  # multiprocessing Process
-    ready: asyncio.Future[str] | None = None  # resolves to the worker's ticket
+    ready: asyncio.Future[ww.WorkerReady] | None = None  # how the receiver reaches the worker
     heartbeat: ww.Heartbeat | None = None
     term_sent_at: float | None = None
 
@@ -29,7 +29,7 @@ class SessionRecord:
         if isinstance(msg, ww.WorkerReady):
             self.state = "waiting"
             if self.ready is not None and not self.ready.done():
-                self.ready.set_result(msg.ticket)
+                self.ready.set_result(msg)
         elif isinstance(msg, ww.Heartbeat):
             self.heartbeat = msg
             if self.state not in ("stopping",):
@@ -40,10 +40,15 @@ class SessionRecord:
     def view(self, now: float) -> SessionView:
         hb = self.heartbeat
         return SessionView(
-            session_id=self.session_id, receiver_id=self.receiver_id, source=self.source, state=self.state,
+            session_id=self.session_id,
+            receiver_id=self.receiver_id,
+            source=self.source,
+            state=self.state,
             age_s=round(now - self.started, 1),
-            bytes_up=hb.bytes_up if hb else 0, bytes_down=hb.bytes_down if hb else 0,
-            streams_open=hb.streams_open if hb else 0, streams_total=hb.streams_total if hb else 0,
+            bytes_up=hb.bytes_up if hb else 0,
+            bytes_down=hb.bytes_down if hb else 0,
+            streams_open=hb.streams_open if hb else 0,
+            streams_total=hb.streams_total if hb else 0,
             rtt_ms=hb.rtt_ms if hb else None,
             pid=self.process.pid if self.process is not None else None,
         )

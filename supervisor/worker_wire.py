@@ -33,7 +33,13 @@ class Kind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class WorkerReady:
-    ticket: str
+    """How the receiver reaches this worker: an iroh ticket, or ICE parameters + cert pin."""
+
+    ticket: str = ""
+    ice_ufrag: str = ""
+    ice_pwd: str = ""
+    candidates: tuple[str, ...] = ()
+    cert_sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +80,18 @@ class Stop:
 
 
 Message = WorkerReady | Heartbeat | StreamOpened | StreamClosed | WorkerExiting | Drain | Stop
-_CODEC = messages.Codec("worker protocol", VERSION, {
-    WorkerReady: Kind.READY, Heartbeat: Kind.HEARTBEAT, StreamOpened: Kind.STREAM_OPENED,
-    StreamClosed: Kind.STREAM_CLOSED, WorkerExiting: Kind.EXITING, Drain: Kind.DRAIN, Stop: Kind.STOP,
-})
+_CODEC = messages.Codec(
+    "worker protocol",
+    VERSION,
+    {
+        WorkerReady: Kind.READY,
+        Heartbeat: Kind.HEARTBEAT,
+        StreamOpened: Kind.STREAM_OPENED,
+        StreamClosed: Kind.STREAM_CLOSED,
+        WorkerExiting: Kind.EXITING,
+        Drain: Kind.DRAIN,
+        Stop: Kind.STOP,
+    },
+)
 encode = _CODEC.encode
 decode = _CODEC.decode

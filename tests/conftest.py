@@ -15,4 +15,3 @@ def work(tmp_path: Path) -> Path:
 @pytest.fixture
 def any_receiver() -> list[str]:
     return ["--allow-any-receiver", "--allowed-tcp", "127.0.0.0/8", "--allowed-udp", "127.0.0.0/8"]
-

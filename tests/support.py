@@ -30,8 +30,9 @@ class Cluster:
         self.peers.append(peer)
         return peer, ticket
 
-    async def receiver(self, ticket: str, source: str, *extra: str, name: str = "receiver",
-                       wait: bool = True) -> tuple[Peer, tuple[str, int] | None]:
+    async def receiver(
+        self, ticket: str, source: str, *extra: str, name: str = "receiver", wait: bool = True
+    ) -> tuple[Peer, tuple[str, int] | None]:
         peer, addr = await start_receiver(self.work, ticket, source, name=name, extra=list(extra), wait=wait)
         self.peers.append(peer)
         return peer, addr

@@ -54,8 +54,14 @@ async def _stream_to_local(stream: Stream, writer: asyncio.StreamWriter, count) 
         writer.write_eof()
 
 
-async def splice(stream: Stream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 traffic: Traffic, *, local_is_source: bool) -> None:
+async def splice(
+    stream: Stream,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    traffic: Traffic,
+    *,
+    local_is_source: bool,
+) -> None:
     """Copy both ways until both sides finished; abort both on a reset or a local error."""
 
     def up(n: int) -> None:

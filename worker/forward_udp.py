@@ -166,7 +166,7 @@ async def serve_receiver_udp(link: UdpLink, bind: tuple[str, int], on_listening:
     def to_client(flow_id: int, payload: bytes) -> None:
         addr = flows.key_of(flow_id, time.monotonic())
         if addr is not None:
-            transport.sendto(payload, addr)
+            transport.sendto(payload, addr)  # type: ignore[arg-type]  # keys here are client addresses
 
     try:
         async with asyncio.TaskGroup() as tg:
@@ -188,8 +188,8 @@ async def serve_worker_udp(link: UdpLink, addresses: tuple[str, ...], port: int)
         for address in addresses:  # the checked addresses only, first that binds wins
             with contextlib.suppress(OSError):
                 transport, _ = await loop.create_datagram_endpoint(
-                    lambda: _Datagrams(lambda data, _addr: link.enqueue(flow_id, data)),
-                    remote_addr=(address, port))
+                    lambda: _Datagrams(lambda data, _addr: link.enqueue(flow_id, data)), remote_addr=(address, port)
+                )
                 break
         backlog = opening.pop(flow_id, [])
         if transport is None:

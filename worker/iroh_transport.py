@@ -95,8 +95,9 @@ def peer_addr(node_id_or_ticket: str, *, what: str = "--node-id") -> iroh.Endpoi
         raise ConfigError(f"{what} {text[:24]!r}...: not an EndpointId or endpoint ticket ({describe(exc)})") from exc
 
 
-async def connect(endpoint: iroh.Endpoint, addr: iroh.EndpointAddr, alpn: bytes,
-                  timeout: float = CONNECT_TIMEOUT) -> IrohConnection:
+async def connect(
+    endpoint: iroh.Endpoint, addr: iroh.EndpointAddr, alpn: bytes, timeout: float = CONNECT_TIMEOUT
+) -> IrohConnection:
     """Connect with a deadline: iroh waits 30 s+ on a dead address (stack-notes §8)."""
     try:
         async with asyncio.timeout(timeout):
@@ -190,8 +191,12 @@ class IrohConnection:
     def stats(self) -> TransportStats:
         s = self.raw.stats()
         rtt = self.raw.rtt()
-        return TransportStats(rtt_ms=None if rtt is None else float(rtt), lost_packets=s.lost_packets,
-                              udp_tx_bytes=s.udp_tx_bytes, udp_rx_bytes=s.udp_rx_bytes)
+        return TransportStats(
+            rtt_ms=None if rtt is None else float(rtt),
+            lost_packets=s.lost_packets,
+            udp_tx_bytes=s.udp_tx_bytes,
+            udp_rx_bytes=s.udp_rx_bytes,
+        )
 
     def close(self, code: int = 0, reason: str = "") -> None:
         self.raw.close(code, reason.encode())

@@ -2,8 +2,9 @@
 
 Started by the supervisor from a forkserver that preloaded this module before any runtime
 existed (never forked from a process running iroh, zmq or a loop: stack-notes §2). It gets a
-:class:`WorkerSpec`, binds a fresh endpoint, reports :class:`WorkerReady` over ZeroMQ,
-accepts exactly the admitted receiver, serves the session, and exits. It exits by itself if
+:class:`WorkerSpec`, prepares its rendezvous (a fresh iroh endpoint, or ICE + a QUIC
+certificate), reports :class:`WorkerReady` over ZeroMQ, accepts exactly the admitted
+receiver, serves the session, and exits. It exits by itself if
 the supervisor process disappears (a pidfd on it), so no worker outlives its supervisor.
 """
 
@@ -24,9 +25,10 @@ from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import ExitCode, TunnelError
 from tunnelpy.common.logs import configure_logging, get_logger
 from tunnelpy.supervisor import worker_wire as ww
-from tunnelpy.worker import iroh_transport, wire
 from tunnelpy.worker.forward_tcp import Traffic
+from tunnelpy.worker.rendezvous import IcePeer, IceRendezvous, IrohRendezvous, Rendezvous
 from tunnelpy.worker.session import SessionTarget, WorkerSession
+from tunnelpy.worker.transport import Connection
 
 log = get_logger(__name__)
 
@@ -42,6 +44,8 @@ class WorkerSpec:
     net: NetOptions
     control_endpoint: str  # zmq ipc endpoint of the supervisor's ROUTER
     supervisor_pid: int
+    transport: str = "iroh"  # "iroh" (iroh, iroh-manual) or "ice" (custom-manual)
+    ice_peer: IcePeer | None = None  # the receiver's ICE parameters, for transport "ice"
     heartbeat_interval: float = 1.0
     accept_timeout: float = 30.0
     log_format: str = "json"
@@ -62,7 +66,8 @@ class Worker:
         self.traffic = Traffic()
         self.state = "starting"
         self.session: WorkerSession | None = None
-        self.conn: iroh_transport.IrohConnection | None = None
+        self.conn: Connection | None = None
+        self.rendezvous = make_rendezvous(spec)
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -83,23 +88,20 @@ class Worker:
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM", ExitCode.OK)
         self._sock.connect(self.spec.control_endpoint)
         self._watch_supervisor(loop)
-        endpoint = await iroh_transport.bind_endpoint(self._worker_net(), secret=None, alpns=[wire.ALPN])
-        self.report(ww.WorkerReady(ticket=iroh_transport.ticket_of(endpoint)))
-        self.state = "waiting"
-        log.info("worker.ready", endpoint_id=str(endpoint.id()), source=str(self.spec.source))
         try:
+            self.report(await self.rendezvous.prepare())
+            self.state = "waiting"
+            log.info("worker.ready", transport=self.spec.transport, source=str(self.spec.source))
             async with asyncio.TaskGroup() as tg:
                 helpers = [tg.create_task(self._heartbeats()), tg.create_task(self._control())]
-                main = tg.create_task(self._serve(endpoint))
+                main = tg.create_task(self._serve())
                 await asyncio.wait([main, self._stop], return_when=asyncio.FIRST_COMPLETED)
                 for task in [*helpers, main]:
                     task.cancel()
         finally:
             if self.conn is not None:
                 self.conn.close(0, "session over")
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await endpoint.close()
+            await self.rendezvous.close()
         reason, code = self._stop.result() if self._stop.done() else main.result()
         self.report(ww.Heartbeat(**self._counters()))
         self.report(ww.WorkerExiting(reason=reason, exit_code=int(code)))
@@ -107,11 +109,6 @@ class Worker:
         self._sock.close(0)
         self._ctx.term()
         return code
-
-    def _worker_net(self) -> NetOptions:
-        net = self.spec.net
-        bind = (net.bind[0], 0) if net.bind else None
-        return NetOptions(relay_urls=net.relay_urls, no_relay=net.no_relay, bind=bind)
 
     def _watch_supervisor(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
@@ -124,8 +121,14 @@ class Worker:
     def _counters(self) -> dict:  # type: ignore[type-arg]
         t = self.traffic
         rtt = self.conn.stats().rtt_ms if self.conn is not None else None
-        return dict(state=self.state, bytes_up=t.bytes_up, bytes_down=t.bytes_down,
-                    streams_open=t.streams_open, streams_total=t.streams_total, rtt_ms=rtt)
+        return dict(
+            state=self.state,
+            bytes_up=t.bytes_up,
+            bytes_down=t.bytes_down,
+            streams_open=t.streams_open,
+            streams_total=t.streams_total,
+            rtt_ms=rtt,
+        )
 
     async def _heartbeats(self) -> None:
         while True:
@@ -144,10 +147,10 @@ class Worker:
                 else:
                     self.session.drain()
 
-    async def _serve(self, endpoint) -> tuple[str, ExitCode]:  # type: ignore[no-untyped-def]
+    async def _serve(self) -> tuple[str, ExitCode]:
         try:
             async with asyncio.timeout(self.spec.accept_timeout):
-                self.conn = await self._accept_receiver(endpoint)
+                self.conn = await self.rendezvous.accept()
         except TimeoutError:
             return "the receiver never connected", ExitCode.CONNECT_FAILED
         self.state = "connected" if self.state != "draining" else "draining"
@@ -164,21 +167,12 @@ class Worker:
             self.session.drain()
         return await self.session.serve(), ExitCode.OK
 
-    async def _accept_receiver(self, endpoint) -> iroh_transport.IrohConnection:  # type: ignore[no-untyped-def]
-        """Accept connections until the admitted receiver arrives; others are closed."""
-        while True:
-            incoming = await endpoint.accept_next()
-            if incoming is None:
-                raise TunnelError("worker endpoint closed")
-            try:
-                conn = await (await incoming.accept()).connect()
-            except iroh_transport.iroh.IrohError as exc:
-                log.warning("worker.handshake_failed", error=iroh_transport.describe(exc))
-                continue
-            if str(conn.remote_id()) == self.spec.receiver_id:
-                return iroh_transport.IrohConnection(conn)
-            log.warning("worker.foreign_peer_refused", peer=str(conn.remote_id())[:16])
-            conn.close(1, b"not the admitted receiver")
+
+def make_rendezvous(spec: WorkerSpec) -> Rendezvous:
+    if spec.transport == "ice":
+        assert spec.ice_peer is not None, "an ICE worker needs the receiver's ICE parameters"
+        return IceRendezvous(spec.net, spec.ice_peer)
+    return IrohRendezvous(spec.net, spec.receiver_id)
 
 
 def worker_entry(spec: WorkerSpec) -> None:

@@ -41,8 +41,9 @@ async def request_session(endpoint, node_id: str, source: str) -> sw.SessionAcce
     finally:
         front.close(0, "done")
     if isinstance(reply, sw.SessionRejected):
-        raise SessionRejected(f"sender refused the session ({reply.reason.value}): {reply.message}",
-                              reply.reason.exit_code)
+        raise SessionRejected(
+            f"sender refused the session ({reply.reason.value}): {reply.message}", reply.reason.exit_code
+        )
     if not isinstance(reply, sw.SessionAccepted):
         raise ProtocolError(f"expected a session answer, got {type(reply).__name__}")
     return reply
@@ -53,8 +54,12 @@ async def serve_tunnel(conn: Connection, cfg: ReceiverConfig) -> None:
     traffic = Traffic()
 
     def listening(address: tuple) -> None:  # type: ignore[type-arg]
-        log.info("receiver.listening", proto=cfg.source.proto.value, address=f"{address[0]}:{address[1]}",
-                 source=str(cfg.source))
+        log.info(
+            "receiver.listening",
+            proto=cfg.source.proto.value,
+            address=f"{address[0]}:{address[1]}",
+            source=str(cfg.source),
+        )
 
     if cfg.source.proto is Proto.UDP:
         frames = await open_stream_with_retry(conn, wire.StreamKind.UDP_FRAMES)
@@ -71,8 +76,9 @@ async def serve_tunnel(conn: Connection, cfg: ReceiverConfig) -> None:
                 return
             await splice(stream, reader, writer, traffic, local_is_source=False)
 
-        server = await asyncio.start_server(lambda r, w: tg.create_task(forward(r, w)) and None,
-                                            *cfg.target, limit=READER_LIMIT)
+        server = await asyncio.start_server(
+            lambda r, w: tg.create_task(forward(r, w)) and None, *cfg.target, limit=READER_LIMIT
+        )
         listening(server.sockets[0].getsockname())
         async with server:
             reason = await conn.wait_closed()

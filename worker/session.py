@@ -45,8 +45,13 @@ class SessionTarget:
 class WorkerSession:
     """Serves one receiver connection. ``on_streams`` is told each time the open-stream count changes."""
 
-    def __init__(self, conn: Connection, target: SessionTarget, traffic: Traffic,
-                 on_streams: Callable[[int, bool], None] = lambda n, opened: None) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        target: SessionTarget,
+        traffic: Traffic,
+        on_streams: Callable[[int, bool], None] = lambda n, opened: None,
+    ) -> None:
         self.conn, self.target, self.traffic = conn, target, traffic
         self._on_streams = on_streams
         self.draining = False

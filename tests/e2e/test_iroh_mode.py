@@ -11,11 +11,11 @@ import os
 import signal
 
 import pytest
-
-from tests.support import Cluster, pid_alive, run
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.supervisor.local_run import EchoService, Peer, tcp_echo_roundtrip, udp_echo_roundtrip
 from tunnelpy.supervisor.status import fetch_status
+
+from tests.support import Cluster, pid_alive, run
 
 pytestmark = pytest.mark.e2e
 
@@ -73,8 +73,9 @@ def test_udp_echo_from_two_clients_at_once(work, any_receiver):
             _, addr = await cluster.receiver(ticket, f"udp://127.0.0.1:{echo.udp_port}")
             batches = [[f"client {c} #{i}".encode() * 8 for i in range(30)] for c in range(2)]
             large = [os.urandom(4000)]  # above the QUIC datagram size: travels framed on the stream
-            await asyncio.gather(*(udp_echo_roundtrip(addr, batch) for batch in batches),
-                                 udp_echo_roundtrip(addr, large))
+            await asyncio.gather(
+                *(udp_echo_roundtrip(addr, batch) for batch in batches), udp_echo_roundtrip(addr, large)
+            )
 
     run(main())
 
@@ -111,7 +112,8 @@ def test_authorized_receiver_with_persistent_keys(work):
 
     async def keygen(name: str) -> str:
         proc = await asyncio.create_subprocess_exec(
-            "tunnel-py", "generate-iroh-key", "-o", str(work / name), stdout=asyncio.subprocess.PIPE)
+            "tunnel-py", "generate-iroh-key", "-o", str(work / name), stdout=asyncio.subprocess.PIPE
+        )
         out, _ = await proc.communicate()
         assert proc.returncode == 0
         assert oct((work / name).stat().st_mode & 0o777) == "0o600"
@@ -121,11 +123,18 @@ def test_authorized_receiver_with_persistent_keys(work):
         sender_id, receiver_id = await keygen("sender.key"), await keygen("receiver.key")
         (work / "authorized_keys").write_text(f"{receiver_id}  # the laptop\n")
         async with EchoService() as echo, Cluster(work) as cluster:
-            sender, ticket = await cluster.sender("--secret-file", str(work / "sender.key"), "--authorized-keys",
-                                                  str(work / "authorized_keys"), "--allowed-tcp", "127.0.0.1/32")
+            sender, ticket = await cluster.sender(
+                "--secret-file",
+                str(work / "sender.key"),
+                "--authorized-keys",
+                str(work / "authorized_keys"),
+                "--allowed-tcp",
+                "127.0.0.1/32",
+            )
             assert (await sender.wait_event("supervisor.online"))["endpoint_id"] == sender_id
-            _, addr = await cluster.receiver(ticket, f"tcp://127.0.0.1:{echo.tcp_port}",
-                                             "--secret-file", str(work / "receiver.key"))
+            _, addr = await cluster.receiver(
+                ticket, f"tcp://127.0.0.1:{echo.tcp_port}", "--secret-file", str(work / "receiver.key")
+            )
             await assert_echo(addr, 100_000)
 
     run(main())
@@ -179,7 +188,7 @@ def test_stale_worker_is_terminated(work, any_receiver):
         async with EchoService() as echo, Cluster(work) as cluster:
             sender, ticket = await cluster.sender(*any_receiver, "--heartbeat-timeout", "1.5")
             await cluster.receiver(ticket, f"tcp://127.0.0.1:{echo.tcp_port}")
-            (session_id, pid), = worker_pids(sender).items()
+            ((session_id, pid),) = worker_pids(sender).items()
             os.kill(pid, signal.SIGSTOP)  # alive but silent: only the heartbeat deadline can catch it
             await sender.wait_event("worker.stale", session_id=session_id, timeout=15)
             reaped = await sender.wait_event("worker.reaped", session_id=session_id, timeout=15)
@@ -193,8 +202,9 @@ def test_sigterm_drains_and_leaves_no_process_behind(work, any_receiver):
     async def main() -> None:
         async with EchoService() as echo, Cluster(work) as cluster:
             sender, ticket = await cluster.sender(*any_receiver)
-            receivers = [await cluster.receiver(ticket, f"tcp://127.0.0.1:{echo.tcp_port}", name=f"r{n}")
-                         for n in range(2)]
+            receivers = [
+                await cluster.receiver(ticket, f"tcp://127.0.0.1:{echo.tcp_port}", name=f"r{n}") for n in range(2)
+            ]
             reader, writer = await asyncio.open_connection(*receivers[0][1])  # a live stream during drain
             writer.write(b"ping")
             await writer.drain()
@@ -240,9 +250,24 @@ def test_tunnel_supervisor_runs_from_yaml_with_flag_override(work):
         config.write_text("mode: iroh\nallow_any_receiver: true\nallowed_tcp: [10.0.0.0/8]\nmax_sessions: 5\n")
         async with EchoService() as echo, Cluster(work) as cluster:
             ticket_file = work / "yaml.ticket"
-            peer = Peer("yaml-sender", ["--config", str(config), "--allowed-tcp", "127.0.0.1/32", "--no-relay",
-                                        "--bind", "127.0.0.1:0", "--ticket-file", str(ticket_file),
-                                        "--control", str(work / "yaml.sock")], work, command=["tunnel-supervisor"])
+            peer = Peer(
+                "yaml-sender",
+                [
+                    "--config",
+                    str(config),
+                    "--allowed-tcp",
+                    "127.0.0.1/32",
+                    "--no-relay",
+                    "--bind",
+                    "127.0.0.1:0",
+                    "--ticket-file",
+                    str(ticket_file),
+                    "--control",
+                    str(work / "yaml.sock"),
+                ],
+                work,
+                command=["tunnel-supervisor"],
+            )
             await peer.start()
             cluster.peers.append(peer)
             await peer.wait_event("supervisor.online")
@@ -258,14 +283,16 @@ def test_bad_config_names_the_key(work):
     async def main() -> None:
         config = work / "bad.yaml"
         config.write_text("mode: iroh\nallow_any_receiver: true\nallowed_tcp: [127.0.0.1/32]\nmax_sesions: 3\n")
-        proc = await asyncio.create_subprocess_exec("tunnel-supervisor", "--config", str(config),
-                                                    stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            "tunnel-supervisor", "--config", str(config), stderr=asyncio.subprocess.PIPE
+        )
         _, err = await proc.communicate()
         assert proc.returncode == ExitCode.CONFIG
         assert "unknown key 'max_sesions'" in err.decode()
 
-        proc = await asyncio.create_subprocess_exec("tunnel-py", "sender", "iroh", "--allowed-tcp", "127.0.0.1/32",
-                                                    stderr=asyncio.subprocess.PIPE)
+        proc = await asyncio.create_subprocess_exec(
+            "tunnel-py", "sender", "iroh", "--allowed-tcp", "127.0.0.1/32", stderr=asyncio.subprocess.PIPE
+        )
         _, err = await proc.communicate()
         assert proc.returncode == ExitCode.CONFIG
         assert "--authorized-keys" in err.decode() and "--allow-any-receiver" in err.decode()
@@ -275,8 +302,9 @@ def test_bad_config_names_the_key(work):
 
 def test_demo_exits_zero():
     async def main() -> None:
-        proc = await asyncio.create_subprocess_exec("tunnel-py", "demo", "--size", "4", stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
+        proc = await asyncio.create_subprocess_exec(
+            "tunnel-py", "demo", "--size", "4", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        )
         out, _ = await proc.communicate()
         assert proc.returncode == 0, out.decode()
         assert b"equal SHA-256" in out and b"UDP: 2 clients" in out

@@ -13,8 +13,6 @@ import socket
 import struct
 
 import pytest
-
-from tests.support import run
 from tunnelpy.common.allowlist import Proto, Source
 from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import ConnectionLost, StreamReset
@@ -23,6 +21,8 @@ from tunnelpy.supervisor.front_door import IrohFrontDoor, read_message
 from tunnelpy.worker import iroh_transport, wire
 from tunnelpy.worker.forward_tcp import Traffic, open_stream_with_retry
 from tunnelpy.worker.session import SessionTarget, WorkerSession, read_exact
+
+from tests.support import run
 
 OFFLINE = NetOptions(no_relay=True, bind=("127.0.0.1", 0))
 
@@ -56,8 +56,9 @@ async def worker_session(handler):  # type: ignore[no-untyped-def]
     port = server.sockets[0].getsockname()[1]
     async with server, connected_pair() as (client, worker_conn):
         traffic = Traffic()
-        session = WorkerSession(worker_conn, SessionTarget(Source(Proto.TCP, "127.0.0.1", port), ("127.0.0.1",)),
-                                traffic)
+        session = WorkerSession(
+            worker_conn, SessionTarget(Source(Proto.TCP, "127.0.0.1", port), ("127.0.0.1",)), traffic
+        )
         serving = asyncio.ensure_future(session.serve())
         try:
             yield client, traffic
@@ -162,8 +163,9 @@ def test_front_door_rejects_a_newer_protocol_version_and_keeps_serving(tmp_path)
     from tunnelpy.common.allowlist import AllowLists
     from tunnelpy.common.config import SenderConfig
 
-    config = SenderConfig(mode="iroh", allowed=AllowLists(), net=OFFLINE, authorized_keys=None,
-                          control=tmp_path / "c.sock")
+    config = SenderConfig(
+        mode="iroh", allowed=AllowLists(), net=OFFLINE, authorized_keys=None, control=tmp_path / "c.sock"
+    )
     seen = []
 
     async def open_session(receiver_id: str, source: str) -> sw.SessionRejected:
