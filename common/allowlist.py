@@ -60,7 +60,7 @@ def parse_source(text: str, *, what: str = "--source") -> Source:
         raise ConfigError(f"{what} {text!r}: scheme must be tcp:// or udp://")
     if not parts.hostname or port is None or port == 0:
         raise ConfigError(f"{what} {text!r}: needs a host and a port 1-65535, e.g. tcp://127.0.0.1:22")
-    if parts.path or parts.query or parts.fragment or parts.username:
+    if parts.path or parts.query or parts.fragment or "@" in parts.netloc:
         raise ConfigError(f"{what} {text!r}: only scheme://host:port is allowed")
     return Source(Proto(parts.scheme), parts.hostname, port)
 
@@ -68,7 +68,7 @@ def parse_source(text: str, *, what: str = "--source") -> Source:
 def parse_socket_addr(text: str, *, what: str) -> tuple[str, int]:
     """Parse ``IP:PORT`` / ``[IPv6]:PORT`` (an IP, not a hostname; port 0 allowed)."""
     host, sep, port_text = text.strip().rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not sep or not (port_text.isascii() and port_text.isdecimal()) or not 0 <= int(port_text) <= 65535:
         raise ConfigError(f"{what} {text!r}: expected IP:PORT such as 127.0.0.1:2222 or [::1]:2222")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:

@@ -41,7 +41,7 @@ def _matches(value: Any, hint: Any) -> bool:
     if origin is dict or hint is dict:
         return isinstance(value, dict)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return value in {m.value for m in hint}
+        return isinstance(value, (str, int)) and value in {m.value for m in hint}
     return isinstance(value, hint)
 
 
@@ -75,7 +75,7 @@ def decode(data: bytes, *, protocol: str, version: int, classes: dict[Any, type]
             "run the same tunnel-py version on both sides"
         )
     kind = body.pop("kind", None)
-    cls = classes.get(kind)
+    cls = classes.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"{protocol}: unknown message kind {kind!r}")
     hints = _field_types(cls)

@@ -41,9 +41,8 @@ class Admission:
                 RejectReason.AT_CAPACITY,
                 f"sender at capacity ({len(self._active)}/{self.max_sessions} sessions); try again later",
             )
+        self._forget_quiet_receivers(now)
         recent = self._recent.setdefault(receiver_id, deque())
-        while recent and now - recent[0] > self.window:
-            recent.popleft()
         if len(recent) >= self.per_receiver_burst:
             return Refused(
                 RejectReason.AT_CAPACITY,
@@ -52,6 +51,15 @@ class Admission:
         recent.append(now)
         self._active[session_id] = receiver_id
         return Admitted(session_id)
+
+    def _forget_quiet_receivers(self, now: float) -> None:
+        """Drop admissions older than the window, and receivers with none left (bounded memory)."""
+        for receiver_id in list(self._recent):
+            recent = self._recent[receiver_id]
+            while recent and now - recent[0] > self.window:
+                recent.popleft()
+            if not recent:
+                del self._recent[receiver_id]
 
     def release(self, session_id: str) -> bool:
         """Free a slot; False if the session held none (already released)."""

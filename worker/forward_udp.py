@@ -52,7 +52,13 @@ class FlowTable:
         return flow_id
 
     def add(self, flow_id: int, key: Hashable, now: float) -> None:
-        """Record a flow whose id the peer chose."""
+        """Record a flow whose id the peer chose (replacing any earlier mapping of either side)."""
+        old_key = self._keys.pop(flow_id, None)
+        if old_key is not None:
+            del self._ids[old_key]
+        old_id = self._ids.pop(key, None)
+        if old_id is not None:
+            del self._keys[old_id], self._seen[old_id]
         self._ids[key], self._keys[flow_id], self._seen[flow_id] = flow_id, key, now
 
     def key_of(self, flow_id: int, now: float | None = None) -> Hashable | None:
