@@ -25,7 +25,7 @@ import zmq
 import zmq.asyncio
 from tunnelpy.common.allowlist import Source, SourceNotAllowed, SourceUnresolvable, parse_source, resolve
 from tunnelpy.common.config import SenderConfig
-from tunnelpy.common.errors import ConfigError, ExitCode, ProtocolError
+from tunnelpy.common.errors import ConfigError, ExitCode, ProtocolError, TunnelError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.signaling import session_wire as sw
 from tunnelpy.supervisor import control_wire as cw
@@ -35,7 +35,7 @@ from tunnelpy.supervisor.launcher import WorkerLauncher, describe_exit
 from tunnelpy.supervisor.liveness import Liveness
 from tunnelpy.supervisor.sessions import SessionRecord
 from tunnelpy.worker.main import WorkerSpec
-from tunnelpy.worker.rendezvous import IcePeer
+from tunnelpy.worker.rendezvous import RendezvousSpec
 
 log = get_logger(__name__)
 
@@ -53,8 +53,10 @@ class Opened:
 
 
 class Supervisor:
-    def __init__(self, config: SenderConfig, launcher: WorkerLauncher) -> None:
+    def __init__(self, config: SenderConfig, launcher: WorkerLauncher, *, one_shot: bool = False) -> None:
+        """``one_shot``: stop once the first session's worker is gone (the copy-paste modes)."""
         self.config = config
+        self.one_shot = one_shot
         self.launcher = launcher
         self.admission = Admission(config.max_sessions)
         self.liveness = Liveness(config.heartbeat_timeout)
@@ -80,25 +82,24 @@ class Supervisor:
             loop.add_signal_handler(sig, self._signals.put_nowait, sig)
         self._workers.bind(self.worker_endpoint)
         await self._bind_control()
+        startup_error: TunnelError | None = None
         try:
-            await front.start()
             async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(coro)
-                    for coro in (
-                        self._worker_messages(),
-                        self._control_requests(),
-                        self._housekeeping(),
-                        self._signal_loop(),
-                        front.serve(),
-                    )
-                ]
-                await self._finished.wait()
+                loops = (self._worker_messages(), self._control_requests(), self._housekeeping(), self._signal_loop())
+                tasks = [tg.create_task(coro) for coro in loops]
+                try:  # the loops already run: a manual front door's start() waits for a worker
+                    await front.start()
+                    tasks.append(tg.create_task(front.serve()))
+                    await self._finished.wait()
+                except TunnelError as exc:
+                    startup_error = exc
                 for task in tasks:
                     task.cancel()
         finally:
             await front.close()
             self._close()
+        if startup_error is not None:
+            raise startup_error
         log.info("supervisor.stopped")
         return ExitCode.OK
 
@@ -127,7 +128,7 @@ class Supervisor:
 
     # -- sessions --------------------------------------------------------------------
     async def open_session(
-        self, receiver_id: str, source_text: str, *, transport: str = "iroh", ice_peer: IcePeer | None = None
+        self, receiver_id: str, source_text: str, rendezvous: RendezvousSpec | None = None
     ) -> Opened | sw.SessionRejected:
         """Check, admit and spawn; returns the worker's address or the rejection to send back.
 
@@ -149,7 +150,7 @@ class Supervisor:
         record = SessionRecord(session_id, receiver_id, str(source))
         record.ready = asyncio.get_running_loop().create_future()
         self.sessions[session_id] = record
-        self.spawn_worker(record, source, addresses, transport, ice_peer)
+        self.spawn_worker(record, source, addresses, rendezvous or RendezvousSpec())
         try:
             async with asyncio.timeout(READY_TIMEOUT):
                 ready = await record.ready
@@ -167,16 +168,14 @@ class Supervisor:
         record: SessionRecord,
         source: Source,
         addresses: tuple[str, ...],
-        transport: str,
-        ice_peer: IcePeer | None,
+        rendezvous: RendezvousSpec,
     ) -> None:
         spec = WorkerSpec(
             session_id=record.session_id,
             source=source,
             addresses=addresses,
             receiver_id=record.receiver_id,
-            transport=transport,
-            ice_peer=ice_peer,
+            rendezvous=rendezvous,
             net=self.config.net,
             control_endpoint=self.worker_endpoint,
             supervisor_pid=os.getpid(),
@@ -195,6 +194,8 @@ class Supervisor:
         self.liveness.forget(session_id)
         if record.ready is not None and not record.ready.done():
             record.ready.set_exception(ProtocolError("the worker exited before it was ready"))
+        if self.one_shot:
+            self._finished.set()
         log.info(
             "worker.reaped",
             session_id=session_id,

@@ -18,7 +18,12 @@ from typing import Any
 from tunnelpy.common import config as cfgmod
 from tunnelpy.common.errors import ConfigError, ExitCode, TunnelError
 
-IMPLEMENTED_MODES = (cfgmod.IROH,)
+IMPLEMENTED_MODES = (cfgmod.IROH, cfgmod.IROH_MANUAL, cfgmod.CUSTOM_MANUAL)
+MODE_HELP = {
+    cfgmod.IROH: "iroh: persistent EndpointId, discovery, relay fallback; many receivers",
+    cfgmod.IROH_MANUAL: "iroh with copy-paste signaling (OFFER/ANSWER blocks), relays off; one session",
+    cfgmod.CUSTOM_MANUAL: "full ICE + QUIC with copy-paste signaling (OFFER/ANSWER blocks); one session",
+}
 
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[cfgmod.Option], mode: str | None) -> None:
@@ -48,14 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     sender = sub.add_parser("sender", help="expose services to receivers (runs the supervisor)")
     sender_modes = sender.add_subparsers(dest="mode", required=True, metavar="MODE")
     for mode in IMPLEMENTED_MODES:
-        p = sender_modes.add_parser(mode, help=f"sender in {mode} mode")
+        p = sender_modes.add_parser(mode, help=MODE_HELP[mode], description=MODE_HELP[mode])
         p.add_argument("-c", "--config", help="YAML file with the same options (flags override it)")
         add_options(p, cfgmod.SENDER_OPTIONS, mode)
 
     receiver = sub.add_parser("receiver", help="reach a sender's service on a local address")
     receiver_modes = receiver.add_subparsers(dest="mode", required=True, metavar="MODE")
     for mode in IMPLEMENTED_MODES:
-        add_options(receiver_modes.add_parser(mode, help=f"receiver in {mode} mode"), cfgmod.RECEIVER_OPTIONS, mode)
+        p = receiver_modes.add_parser(mode, help=MODE_HELP[mode], description=MODE_HELP[mode])
+        add_options(p, cfgmod.RECEIVER_OPTIONS, mode)
 
     gen = sub.add_parser("generate-iroh-key", help="create a persistent iroh identity (mode 0600)")
     gen.add_argument("-o", "--output", required=True, help="file to write the secret to ('-' = stdout)")
@@ -93,10 +99,13 @@ def run_sender(config: cfgmod.SenderConfig) -> int:
     import uvloop
     from tunnelpy.supervisor.arbiter import Supervisor
     from tunnelpy.supervisor.front_door import IrohFrontDoor
+    from tunnelpy.supervisor.manual_front import ManualFrontDoor
 
     async def serve() -> int:
-        supervisor = Supervisor(config, launcher)
-        return await supervisor.run(IrohFrontDoor(config, supervisor.open_session))
+        manual = config.mode != cfgmod.IROH
+        supervisor = Supervisor(config, launcher, one_shot=manual)
+        front = ManualFrontDoor if manual else IrohFrontDoor
+        return await supervisor.run(front(config, supervisor.open_session))
 
     return uvloop.run(serve())
 
@@ -104,12 +113,14 @@ def run_sender(config: cfgmod.SenderConfig) -> int:
 def run_receiver(args: argparse.Namespace) -> int:
     import uvloop
     from tunnelpy.common.logs import configure_logging
-    from tunnelpy.worker.receiver import run_receiver as run
+    from tunnelpy.worker.manual_receiver import run_manual_receiver
+    from tunnelpy.worker.receiver import run_receiver as run_iroh_receiver
 
     raw = cfgmod.RawValues(cfgmod.RECEIVER_OPTIONS, args.mode)
     raw.update_from_cli(_cli_values(args, cfgmod.RECEIVER_OPTIONS))
     config = cfgmod.build_receiver_config(raw)
     configure_logging("receiver", fmt=config.log_format, level=config.log_level)
+    run = run_iroh_receiver if config.mode == cfgmod.IROH else run_manual_receiver
     return uvloop.run(run(config))
 
 

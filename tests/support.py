@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 from tunnelpy.supervisor.local_run import Peer, start_receiver, start_sender
@@ -52,3 +54,86 @@ def pid_alive(pid: int) -> bool:
             return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (FileNotFoundError, ProcessLookupError):
         return False
+
+
+async def _relay_block(
+    source: asyncio.StreamReader, sink: asyncio.StreamWriter, edit: Callable[[list[bytes]], list[bytes]] | None
+) -> list[bytes]:
+    """Copy one printed block to the other side, as a person pasting it would; returns its lines.
+
+    ``edit`` may change the block's lines; an edited block ends the other side's input (EOF),
+    so a truncated paste is seen as such rather than waited on.
+    """
+    lines = []
+    while line := await source.readline():
+        lines.append(line)
+        if line.startswith(b"-----END"):
+            break
+    with contextlib.suppress(ConnectionError):
+        sink.writelines(edit(lines) if edit else lines)
+        await sink.drain()
+        if edit:
+            sink.close()
+    return lines
+
+
+class ManualPair:
+    """A receiver and a sender of a copy-paste mode, their stdout piped into each other's stdin.
+
+    ``edit_answer`` may change the lines of the sender's answer on their way to the receiver.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        mode: str,
+        source: str,
+        sender_args: list[str],
+        receiver_args: list[str],
+        edit_answer: Callable[[list[bytes]], list[bytes]] | None = None,
+    ) -> None:
+        self.cluster, self.mode, self.source = cluster, mode, source
+        self.sender_args, self.receiver_args, self.edit_answer = sender_args, receiver_args, edit_answer
+        self.pumps: list[asyncio.Task[list[bytes]]] = []
+
+    async def start(self) -> tuple[Peer, Peer]:
+        work = self.cluster.work
+        receiver = Peer(
+            "receiver",
+            [
+                "receiver",
+                self.mode,
+                "--source",
+                self.source,
+                "--target",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                *self.receiver_args,
+            ],
+            work,
+        )
+        sender = Peer(
+            "sender",
+            ["sender", self.mode, "--control", str(work / "sender.sock"), "--log-format", "json", *self.sender_args],
+            work,
+        )
+        for peer in (receiver, sender):
+            await peer.start(stdin=asyncio.subprocess.PIPE)
+            self.cluster.peers.append(peer)
+        assert receiver.proc and sender.proc and receiver.proc.stdout and sender.proc.stdout
+        assert receiver.proc.stdin and sender.proc.stdin
+        self.pumps = [
+            asyncio.create_task(_relay_block(receiver.proc.stdout, sender.proc.stdin, None)),
+            asyncio.create_task(_relay_block(sender.proc.stdout, receiver.proc.stdin, self.edit_answer)),
+        ]
+        return receiver, sender
+
+    async def offer(self) -> bytes:
+        """The OFFER block as the receiver printed it."""
+        return b"".join(await self.pumps[0])
+
+    async def listening(self, receiver: Peer, timeout: float = 40.0) -> tuple[str, int]:
+        event = await receiver.wait_event("receiver.listening", timeout=timeout)
+        host, port = event["address"].rsplit(":", 1)
+        return host, int(port)

@@ -15,7 +15,7 @@ import contextlib
 import os
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import uvloop
 import zmq
@@ -26,7 +26,7 @@ from tunnelpy.common.errors import ExitCode, TunnelError
 from tunnelpy.common.logs import configure_logging, get_logger
 from tunnelpy.supervisor import worker_wire as ww
 from tunnelpy.worker.forward_tcp import Traffic
-from tunnelpy.worker.rendezvous import IcePeer, IceRendezvous, IrohRendezvous, Rendezvous
+from tunnelpy.worker.rendezvous import RendezvousSpec, make_rendezvous
 from tunnelpy.worker.session import SessionTarget, WorkerSession
 from tunnelpy.worker.transport import Connection
 
@@ -44,8 +44,7 @@ class WorkerSpec:
     net: NetOptions
     control_endpoint: str  # zmq ipc endpoint of the supervisor's ROUTER
     supervisor_pid: int
-    transport: str = "iroh"  # "iroh" (iroh, iroh-manual) or "ice" (custom-manual)
-    ice_peer: IcePeer | None = None  # the receiver's ICE parameters, for transport "ice"
+    rendezvous: RendezvousSpec = field(default_factory=RendezvousSpec)
     heartbeat_interval: float = 1.0
     accept_timeout: float = 30.0
     log_format: str = "json"
@@ -67,7 +66,7 @@ class Worker:
         self.state = "starting"
         self.session: WorkerSession | None = None
         self.conn: Connection | None = None
-        self.rendezvous = make_rendezvous(spec)
+        self.rendezvous = make_rendezvous(spec.rendezvous, spec.net, spec.receiver_id)
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)
@@ -91,7 +90,7 @@ class Worker:
         try:
             self.report(await self.rendezvous.prepare())
             self.state = "waiting"
-            log.info("worker.ready", transport=self.spec.transport, source=str(self.spec.source))
+            log.info("worker.ready", transport=self.spec.rendezvous.transport, source=str(self.spec.source))
             async with asyncio.TaskGroup() as tg:
                 helpers = [tg.create_task(self._heartbeats()), tg.create_task(self._control())]
                 main = tg.create_task(self._serve())
@@ -166,13 +165,6 @@ class Worker:
         if self.state == "draining":
             self.session.drain()
         return await self.session.serve(), ExitCode.OK
-
-
-def make_rendezvous(spec: WorkerSpec) -> Rendezvous:
-    if spec.transport == "ice":
-        assert spec.ice_peer is not None, "an ICE worker needs the receiver's ICE parameters"
-        return IceRendezvous(spec.net, spec.ice_peer)
-    return IrohRendezvous(spec.net, spec.receiver_id)
 
 
 def worker_entry(spec: WorkerSpec) -> None:

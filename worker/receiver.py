@@ -9,7 +9,10 @@ over the same transport interface. Lifecycle: request a session at the sender's 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 from tunnelpy.common.allowlist import Proto
 from tunnelpy.common.config import ReceiverConfig
@@ -85,11 +88,28 @@ async def serve_tunnel(conn: Connection, cfg: ReceiverConfig) -> None:
         raise ConnectionLost(reason)
 
 
-async def run_receiver(cfg: ReceiverConfig) -> ExitCode:
+async def run_until_stopped(serving: Coroutine[Any, Any, None]) -> ExitCode:
+    """Run ``serving`` until it fails or SIGTERM/SIGINT arrives; a lost connection raises ConnectionLost."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        async with asyncio.TaskGroup() as tg:
+            serve_task = tg.create_task(serving)
+            stop_task = tg.create_task(stop.wait())
+            await asyncio.wait([serve_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()
+            serve_task.cancel()
+    except* ConnectionLost as group:
+        raise ConnectionLost(f"the session ended: {group.exceptions[0]}") from None
+    if stop.is_set():
+        log.info("receiver.stopped")
+    return ExitCode.OK
+
+
+async def run_receiver(cfg: ReceiverConfig) -> ExitCode:
+    """iroh mode: ask the sender's front door, connect to the session's worker, serve."""
     secret = iroh_transport.decode_secret(cfg.secret, "--secret-file") if cfg.secret else None
     endpoint = await iroh_transport.bind_endpoint(cfg.net, secret=secret, alpns=[])
     conn = None
@@ -97,21 +117,10 @@ async def run_receiver(cfg: ReceiverConfig) -> ExitCode:
         accepted = await request_session(endpoint, cfg.node_id or "", str(cfg.source))
         log.info("receiver.session_accepted", session_id=accepted.session_id)
         conn = await iroh_transport.connect(endpoint, iroh_transport.peer_addr(accepted.worker_ticket), wire.ALPN)
-        serving = asyncio.ensure_future(serve_tunnel(conn, cfg))
-        stopping = asyncio.ensure_future(stop.wait())
-        await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
-        serving.cancel()
-        stopping.cancel()
-        if stop.is_set():
-            log.info("receiver.stopped")
-            return ExitCode.OK
-        try:
-            serving.result()
-        except* ConnectionLost as group:
-            raise ConnectionLost(f"the session ended: {group.exceptions[0]}") from None
-        return ExitCode.OK
+        return await run_until_stopped(serve_tunnel(conn, cfg))
     finally:
         if conn is not None:
             conn.close(0, "receiver done")
-        async with asyncio.timeout(2):
-            await endpoint.close()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await endpoint.close()

@@ -22,6 +22,8 @@ from tunnelpy.common.errors import TunnelError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.supervisor.worker_wire import WorkerReady
 from tunnelpy.worker import iroh_transport, wire
+from tunnelpy.worker.iroh_transport import iroh
+from tunnelpy.worker.stun_probe import public_addresses
 from tunnelpy.worker.transport import Connection
 
 if TYPE_CHECKING:
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 ICE_CONNECT_TIMEOUT = 30.0
+PUNCH_ALPN = b"tunnel-py/punch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,15 @@ class IcePeer:
     ufrag: str
     pwd: str
     candidates: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RendezvousSpec:
+    """How the worker meets its receiver: ``transport`` "iroh" or "ice", and what it knows of the peer."""
+
+    transport: str = "iroh"
+    ice_peer: IcePeer | None = None  # the receiver's ICE parameters (transport "ice")
+    punch: tuple[str, ...] = ()  # the receiver's direct addresses (iroh-manual)
 
 
 class Rendezvous(Protocol):
@@ -57,27 +69,65 @@ def stun_address(net: NetOptions) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+async def iroh_direct_addresses(endpoint: iroh.Endpoint, net: NetOptions) -> list[str]:
+    """The endpoint's direct addresses, plus the STUN-seen public IP with its bound port."""
+    addresses = list(endpoint.addr().direct_addresses())
+    if net.stun_servers:
+        ports = [int(s.rpartition(":")[2]) for s in endpoint.bound_sockets() if not s.startswith("[")]
+        if ports:
+            public = await public_addresses(net.stun_servers, ports[0])
+            addresses += [a for a in public if a not in addresses]
+    return addresses
+
+
 class IrohRendezvous:
-    def __init__(self, net: NetOptions, receiver_id: str) -> None:
+    """``punch``: the receiver's addresses (iroh-manual); dialling them once opens our NAT to it."""
+
+    def __init__(self, net: NetOptions, receiver_id: str, punch: tuple[str, ...] = ()) -> None:
         bind = (net.bind[0], 0) if net.bind else None
-        self._net = NetOptions(relay_urls=net.relay_urls, no_relay=net.no_relay, bind=bind)
+        self._net = NetOptions(
+            relay_urls=net.relay_urls, no_relay=net.no_relay, bind=bind, stun_servers=net.stun_servers
+        )
         self._receiver_id = receiver_id
-        self._endpoint: iroh_transport.iroh.Endpoint | None = None
+        self._punch = punch
+        self._endpoint: iroh.Endpoint | None = None
 
     async def prepare(self) -> WorkerReady:
         self._endpoint = endpoint = await iroh_transport.bind_endpoint(self._net, secret=None, alpns=[wire.ALPN])
-        return WorkerReady(ticket=iroh_transport.ticket_of(endpoint))
+        if not self._net.stun_servers:
+            return WorkerReady(ticket=iroh_transport.ticket_of(endpoint))
+        addr = iroh.EndpointAddr(endpoint.id(), None, await iroh_direct_addresses(endpoint, self._net))
+        return WorkerReady(ticket=str(iroh.EndpointTicket.from_addr(addr)))
 
     async def accept(self) -> Connection:
-        """Accept connections until the admitted receiver arrives; others are closed."""
         assert self._endpoint is not None, "prepare() first"
+        if not self._punch:
+            return await self._accept_receiver(self._endpoint)
+        async with asyncio.TaskGroup() as tg:
+            punching = tg.create_task(self._punch_towards_receiver(self._endpoint))
+            conn = await self._accept_receiver(self._endpoint)
+            punching.cancel()
+        return conn
+
+    async def _punch_towards_receiver(self, endpoint: iroh.Endpoint) -> None:
+        """Like tunnel-rs's connect/accept race: our outgoing packets let the receiver's in.
+
+        The receiver refuses this handshake (wrong ALPN); only the packets matter.
+        """
+        peer = iroh.EndpointAddr(iroh.EndpointId.from_string(self._receiver_id), None, list(self._punch))
+        with contextlib.suppress(TimeoutError, iroh.IrohError):
+            async with asyncio.timeout(5):
+                (await endpoint.connect(peer, PUNCH_ALPN)).close(0, b"")
+
+    async def _accept_receiver(self, endpoint: iroh.Endpoint) -> Connection:
+        """Accept connections until the admitted receiver arrives; others are closed."""
         while True:
-            incoming = await self._endpoint.accept_next()
+            incoming = await endpoint.accept_next()
             if incoming is None:
                 raise TunnelError("worker endpoint closed")
             try:
                 conn = await (await incoming.accept()).connect()
-            except iroh_transport.iroh.IrohError as exc:
+            except iroh.IrohError as exc:
                 log.warning("worker.handshake_failed", error=iroh_transport.describe(exc))
                 continue
             if str(conn.remote_id()) == self._receiver_id:
@@ -122,3 +172,10 @@ class IceRendezvous:
 
     async def close(self) -> None:
         await self._agent.close()
+
+
+def make_rendezvous(spec: RendezvousSpec, net: NetOptions, receiver_id: str) -> Rendezvous:
+    if spec.transport == "ice":
+        assert spec.ice_peer is not None, "an ICE worker needs the receiver's ICE parameters"
+        return IceRendezvous(net, spec.ice_peer)
+    return IrohRendezvous(net, receiver_id, spec.punch)
