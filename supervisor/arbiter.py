@@ -159,7 +159,11 @@ class Supervisor:
             self.terminate(record, "not ready")
             return sw.SessionRejected(sw.RejectReason.INTERNAL, "the sender's worker failed to start")
         log.info(
-            "session.opened", session_id=session_id, receiver_id=receiver_id, source=str(source), pid=record.process.pid
+            "session.opened",
+            session_id=session_id,
+            receiver_id=receiver_id,
+            source=str(source),
+            worker_pid=record.process.pid,
         )
         return Opened(session_id, ready)
 
@@ -199,7 +203,7 @@ class Supervisor:
         log.info(
             "worker.reaped",
             session_id=session_id,
-            pid=record.process.pid,
+            worker_pid=record.process.pid,
             active=self.admission.active,
             **describe_exit(record.process.exitcode),
         )

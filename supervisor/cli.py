@@ -79,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         "push TCP and UDP through a real tunnel (offline)",
     )
     demo.add_argument("--size", type=int, default=20, help="MB to push through the TCP tunnel (default: 20)")
+    from tunnelpy.supervisor.bench import add_bench_arguments
+
+    add_bench_arguments(
+        sub.add_parser(
+            "bench",
+            help="measure throughput, latency, setup time and memory of each mode against direct, socat and ssh -L",
+            description="Benchmark on loopback: every contender in one run, alternated, medians and min-max.",
+        )
+    )
     return parser
 
 
@@ -171,6 +180,10 @@ def dispatch(args: argparse.Namespace) -> int:
         from tunnelpy.supervisor.status import show_status
 
         return show_status(Path(args.control) if args.control else cfgmod.default_control_path(), args.json)
+    if args.command == "bench":
+        from tunnelpy.supervisor.bench import run_bench
+
+        return run_bench(args)
     if args.command == "demo":
         from tunnelpy.supervisor.demo import run_demo
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tunnelpy.supervisor.local_run import (
     EchoService,
+    Peer,
     start_receiver,
     start_sender,
     tcp_echo_roundtrip,
@@ -38,21 +39,18 @@ async def _timed_echo(address: tuple[str, int], payload: bytes) -> float:
 
 
 async def demo(size_mb: int, work: Path) -> int:
-    peers = []
+    peers: list[Peer] = []
     try:
         async with EchoService() as echo:
             say(f"echo service on 127.0.0.1 (tcp {echo.tcp_port}, udp {echo.udp_port})")
-            sender, ticket = await start_sender(
-                work, extra=["--allow-any-receiver", "--allowed-tcp", "127.0.0.1/32", "--allowed-udp", "127.0.0.1/32"]
-            )
-            peers.append(sender)
+            allow = ["--allow-any-receiver", "--allowed-tcp", "127.0.0.1/32", "--allowed-udp", "127.0.0.1/32"]
+            sender, ticket = await start_sender(work, peers, extra=allow)
             say(f"sender online (relays off), ticket {ticket[:32]}...")
 
             started = time.perf_counter()
             tcp_receiver, tcp_addr = await start_receiver(
-                work, ticket, f"tcp://127.0.0.1:{echo.tcp_port}", name="receiver-tcp"
+                work, peers, ticket, f"tcp://127.0.0.1:{echo.tcp_port}", name="receiver-tcp"
             )
-            peers.append(tcp_receiver)
             assert tcp_addr is not None
             say(f"tcp receiver listening on {tcp_addr[0]}:{tcp_addr[1]} after {time.perf_counter() - started:.2f} s")
             payload = os.urandom(size_mb * 1_000_000)
@@ -64,9 +62,8 @@ async def demo(size_mb: int, work: Path) -> int:
             )
 
             udp_receiver, udp_addr = await start_receiver(
-                work, ticket, f"udp://127.0.0.1:{echo.udp_port}", name="receiver-udp"
+                work, peers, ticket, f"udp://127.0.0.1:{echo.udp_port}", name="receiver-udp"
             )
-            peers.append(udp_receiver)
             assert udp_addr is not None
             clients = [[f"client{c} datagram {i}".encode() for i in range(20)] for c in (1, 2)]
             resent = await asyncio.gather(*(udp_echo_roundtrip(udp_addr, batch) for batch in clients))

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +87,8 @@ class Peer:
                     if hit is not None:
                         return hit
                     if self._reader is not None and self._reader.done():
-                        raise RuntimeError(
-                            f"{self.name} exited ({self.proc.returncode if self.proc else '?'}) "
-                            f"before {event}:\n{self.tail()}"
-                        )
+                        code = await self.proc.wait() if self.proc else "?"
+                        raise RuntimeError(f"{self.name} exited ({code}) before {event}:\n{self.tail()}")
                     await self._changed.wait()
 
         try:
@@ -133,9 +132,13 @@ class Peer:
 
 
 async def start_sender(
-    work: Path, *, mode: str = "iroh", extra: list[str] | None = None, name: str = "sender"
+    work: Path, peers: list[Peer], *, mode: str = "iroh", extra: list[str] | None = None, name: str = "sender"
 ) -> tuple[Peer, str]:
-    """Start an offline iroh sender on 127.0.0.1; returns the peer and its endpoint ticket."""
+    """Start an offline iroh sender on 127.0.0.1; returns the peer and its endpoint ticket.
+
+    The peer joins ``peers`` before anything is awaited, so the caller's cleanup stops it even
+    if it never comes online (the same holds for every ``start_*`` here).
+    """
     ticket = work / f"{name}.ticket"
     args = [
         "sender",
@@ -151,13 +154,22 @@ async def start_sender(
         "json",
         *(extra or []),
     ]
-    peer = await Peer(name, args, work).start()
+    peer = Peer(name, args, work)
+    peers.append(peer)
+    await peer.start()
     await peer.wait_event("supervisor.online")
     return peer, ticket.read_text().strip()
 
 
 async def start_receiver(
-    work: Path, ticket: str, source: str, *, name: str = "receiver", extra: list[str] | None = None, wait: bool = True
+    work: Path,
+    peers: list[Peer],
+    ticket: str,
+    source: str,
+    *,
+    name: str = "receiver",
+    extra: list[str] | None = None,
+    wait: bool = True,
 ) -> tuple[Peer, tuple[str, int] | None]:
     """Start an iroh receiver listening on an ephemeral loopback port; returns it and its address."""
     args = [
@@ -174,12 +186,17 @@ async def start_receiver(
         "json",
         *(extra or []),
     ]
-    peer = await Peer(name, args, work).start()
-    if not wait:
-        return peer, None
-    event = await peer.wait_event("receiver.listening")
+    peer = Peer(name, args, work)
+    peers.append(peer)
+    await peer.start()
+    return peer, (await listening_address(peer) if wait else None)
+
+
+async def listening_address(receiver: Peer, timeout: float = 20.0) -> tuple[str, int]:
+    """The local address a receiver listens on, from its ``receiver.listening`` event."""
+    event = await receiver.wait_event("receiver.listening", timeout=timeout)
     host, port = event["address"].rsplit(":", 1)
-    return peer, (host, int(port))
+    return host, int(port)
 
 
 class _UdpEcho(asyncio.DatagramProtocol):
@@ -278,3 +295,82 @@ async def _await_echo(queue: asyncio.Queue[bytes], payload: bytes, timeout: floa
                 pass
             return True
     return False
+
+
+async def _relay_block(
+    source: asyncio.StreamReader, sink: asyncio.StreamWriter, edit: Callable[[list[bytes]], list[bytes]] | None
+) -> list[bytes]:
+    """Copy one printed block to the other side, as a person pasting it would; returns its lines.
+
+    ``edit`` may change the block's lines; an edited block ends the other side's input (EOF),
+    so a truncated paste is seen as such rather than waited on.
+    """
+    lines = []
+    while line := await source.readline():
+        lines.append(line)
+        if line.startswith(b"-----END"):
+            break
+    with contextlib.suppress(ConnectionError):
+        sink.writelines(edit(lines) if edit else lines)
+        await sink.drain()
+        if edit:
+            sink.close()
+    return lines
+
+
+class ManualPair:
+    """A receiver and a sender of a copy-paste mode, their stdout piped into each other's stdin.
+
+    ``edit_answer`` may change the lines of the sender's answer on their way to the receiver.
+    """
+
+    def __init__(
+        self,
+        work: Path,
+        peers: list[Peer],
+        mode: str,
+        source: str,
+        sender_args: list[str],
+        receiver_args: list[str],
+        edit_answer: Callable[[list[bytes]], list[bytes]] | None = None,
+    ) -> None:
+        self.work, self.peers, self.mode, self.source = work, peers, mode, source
+        self.sender_args, self.receiver_args, self.edit_answer = sender_args, receiver_args, edit_answer
+        self.pumps: list[asyncio.Task[list[bytes]]] = []
+
+    async def start(self) -> tuple[Peer, Peer]:
+        work = self.work
+        receiver = Peer(
+            "receiver",
+            [
+                "receiver",
+                self.mode,
+                "--source",
+                self.source,
+                "--target",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+                *self.receiver_args,
+            ],
+            work,
+        )
+        sender = Peer(
+            "sender",
+            ["sender", self.mode, "--control", str(work / "sender.sock"), "--log-format", "json", *self.sender_args],
+            work,
+        )
+        for peer in (receiver, sender):
+            self.peers.append(peer)
+            await peer.start(stdin=asyncio.subprocess.PIPE)
+        assert receiver.proc and sender.proc and receiver.proc.stdout and sender.proc.stdout
+        assert receiver.proc.stdin and sender.proc.stdin
+        self.pumps = [
+            asyncio.create_task(_relay_block(receiver.proc.stdout, sender.proc.stdin, None)),
+            asyncio.create_task(_relay_block(sender.proc.stdout, receiver.proc.stdin, self.edit_answer)),
+        ]
+        return receiver, sender
+
+    async def offer(self) -> bytes:
+        """The OFFER block as the receiver printed it."""
+        return b"".join(await self.pumps[0])

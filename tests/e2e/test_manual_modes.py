@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 import pytest
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.signaling.manual_blocks import BlockKind, IceOffer, decode_block
-from tunnelpy.supervisor.local_run import EchoService, tcp_echo_roundtrip, udp_echo_roundtrip
+from tunnelpy.supervisor.local_run import EchoService, listening_address, tcp_echo_roundtrip, udp_echo_roundtrip
 from tunnelpy.worker.stun_probe import public_address
 
-from tests.support import Cluster, ManualPair, run
+from tests.support import Cluster, run
 
 pytestmark = pytest.mark.e2e
 
@@ -35,15 +35,14 @@ MODES = sorted(LOOPBACK)
 def test_tcp_echo_20mb_and_the_sender_stops_after_the_session(work, mode):
     async def main() -> None:
         async with EchoService() as echo, Cluster(work) as cluster:
-            pair = ManualPair(
-                cluster,
+            pair = cluster.manual_pair(
                 mode,
                 f"tcp://127.0.0.1:{echo.tcp_port}",
                 ["--allowed-tcp", "127.0.0.1/32", *LOOPBACK[mode]],
                 LOOPBACK[mode],
             )
             receiver, sender = await pair.start()
-            address = await pair.listening(receiver)
+            address = await listening_address(receiver, timeout=40)
             payload = os.urandom(20 * 1024 * 1024)
             echoed = await tcp_echo_roundtrip(address, payload)
             assert hashlib.sha256(echoed).digest() == hashlib.sha256(payload).digest()
@@ -58,15 +57,14 @@ def test_tcp_echo_20mb_and_the_sender_stops_after_the_session(work, mode):
 def test_udp_echo(work, mode):
     async def main() -> None:
         async with EchoService() as echo, Cluster(work) as cluster:
-            pair = ManualPair(
-                cluster,
+            pair = cluster.manual_pair(
                 mode,
                 f"udp://127.0.0.1:{echo.udp_port}",
                 ["--allowed-udp", "127.0.0.1/32", *LOOPBACK[mode]],
                 LOOPBACK[mode],
             )
             receiver, _ = await pair.start()
-            address = await pair.listening(receiver)
+            address = await listening_address(receiver, timeout=40)
             batches = [[f"{mode} client {c} #{i}".encode() for i in range(20)] for c in range(2)]
             await asyncio.gather(
                 *(udp_echo_roundtrip(address, batch) for batch in batches),
@@ -80,8 +78,8 @@ def test_udp_echo(work, mode):
 def test_source_outside_the_allow_list_is_refused_by_the_sender(work, mode):
     async def main() -> None:
         async with Cluster(work) as cluster:
-            pair = ManualPair(
-                cluster, mode, "tcp://127.0.0.1:22", ["--allowed-tcp", "10.0.0.0/8", *LOOPBACK[mode]], LOOPBACK[mode]
+            pair = cluster.manual_pair(
+                mode, "tcp://127.0.0.1:22", ["--allowed-tcp", "10.0.0.0/8", *LOOPBACK[mode]], LOOPBACK[mode]
             )
             _, sender = await pair.start()
             assert await sender.wait(timeout=20) == ExitCode.NOT_ALLOWED
@@ -98,8 +96,7 @@ def test_truncated_answer_is_refused_by_the_receiver(work, mode):
 
     async def main() -> None:
         async with EchoService() as echo, Cluster(work) as cluster:
-            pair = ManualPair(
-                cluster,
+            pair = cluster.manual_pair(
                 mode,
                 f"tcp://127.0.0.1:{echo.tcp_port}",
                 ["--allowed-tcp", "127.0.0.1/32", *LOOPBACK[mode]],
@@ -123,8 +120,7 @@ def test_corrupted_answer_names_the_failed_check(work, mode):
 
     async def main() -> None:
         async with EchoService() as echo, Cluster(work) as cluster:
-            pair = ManualPair(
-                cluster,
+            pair = cluster.manual_pair(
                 mode,
                 f"tcp://127.0.0.1:{echo.tcp_port}",
                 ["--allowed-tcp", "127.0.0.1/32", *LOOPBACK[mode]],
@@ -181,8 +177,7 @@ def test_custom_manual_with_coturn_stun_shows_a_server_reflexive_candidate(work)
     async def main() -> None:
         async with coturn(work) as stun, EchoService() as echo, Cluster(work) as cluster:
             ice = ["--stun-server", stun, "--ice-host", "127.0.0.1"]
-            pair = ManualPair(
-                cluster,
+            pair = cluster.manual_pair(
                 "custom-manual",
                 f"tcp://127.0.0.1:{echo.tcp_port}",
                 ["--allowed-tcp", "127.0.0.1/32", *ice],
@@ -192,7 +187,7 @@ def test_custom_manual_with_coturn_stun_shows_a_server_reflexive_candidate(work)
             offer = decode_block((await pair.offer()).decode(), BlockKind.ICE_OFFER)
             assert isinstance(offer, IceOffer)
             assert any(" typ srflx " in c and "127.0.0.1" in c for c in offer.candidates), offer.candidates
-            address = await pair.listening(receiver)
+            address = await listening_address(receiver, timeout=40)
             assert await tcp_echo_roundtrip(address, b"through STUN-gathered ICE") == b"through STUN-gathered ICE"
 
     run(main())
