@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tunnelpy.common.allowlist import AllowLists, Source, parse_networks, parse_socket_addr, parse_source
 from tunnelpy.common.errors import ConfigError
 from tunnelpy.common.logs import LOG_FORMATS, LOG_LEVELS

@@ -17,6 +17,7 @@ import typing
 from typing import Any
 
 import orjson
+
 from tunnelpy.common.errors import ProtocolError, VersionMismatch
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import zmq
 import zmq.asyncio
+
 from tunnelpy.common.allowlist import Source, SourceNotAllowed, SourceUnresolvable, parse_source, resolve
 from tunnelpy.common.config import SenderConfig
 from tunnelpy.common.errors import ConfigError, ExitCode, ProtocolError, TunnelError

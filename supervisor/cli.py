@@ -106,6 +106,7 @@ def run_sender(config: cfgmod.SenderConfig) -> int:
     launcher.start()  # before any runtime exists in this process (stack-notes §2)
 
     import uvloop
+
     from tunnelpy.supervisor.arbiter import Supervisor
     from tunnelpy.supervisor.front_door import IrohFrontDoor
     from tunnelpy.supervisor.manual_front import ManualFrontDoor
@@ -121,6 +122,7 @@ def run_sender(config: cfgmod.SenderConfig) -> int:
 
 def run_receiver(args: argparse.Namespace) -> int:
     import uvloop
+
     from tunnelpy.common.logs import configure_logging
     from tunnelpy.worker.manual_receiver import run_manual_receiver
     from tunnelpy.worker.receiver import run_receiver as run_iroh_receiver
@@ -156,6 +158,7 @@ def generate_iroh_key(output: str, force: bool) -> int:
 
 def show_iroh_node_id(secret_file: str) -> int:
     import iroh
+
     from tunnelpy.worker.iroh_transport import decode_secret
 
     try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import zmq
 import zmq.asyncio
+
 from tunnelpy.common.errors import ConnectFailed
 from tunnelpy.supervisor import control_wire as cw
 

@@ -13,6 +13,7 @@ import base64
 import binascii
 
 import iroh
+
 from tunnelpy.common import uniffi_fastcopy
 from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import (

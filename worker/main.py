@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import uvloop
 import zmq
 import zmq.asyncio
+
 from tunnelpy.common.allowlist import Source
 from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import ExitCode, TunnelError

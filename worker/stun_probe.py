@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 
 from aioice import stun
+
 from tunnelpy.common.logs import get_logger
 
 log = get_logger(__name__)

@@ -11,11 +11,11 @@ import os
 import signal
 
 import pytest
+
+from tests.support import Cluster, pid_alive, run
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.supervisor.local_run import EchoService, Peer, tcp_echo_roundtrip, udp_echo_roundtrip
 from tunnelpy.supervisor.status import fetch_status
-
-from tests.support import Cluster, pid_alive, run
 
 pytestmark = pytest.mark.e2e
 

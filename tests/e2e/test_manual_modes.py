@@ -15,12 +15,12 @@ import socket
 from collections.abc import AsyncIterator
 
 import pytest
+
+from tests.support import Cluster, run
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.signaling.manual_blocks import BlockKind, IceOffer, decode_block
 from tunnelpy.supervisor.local_run import EchoService, listening_address, tcp_echo_roundtrip, udp_echo_roundtrip
 from tunnelpy.worker.stun_probe import public_address
-
-from tests.support import Cluster, run
 
 pytestmark = pytest.mark.e2e
 

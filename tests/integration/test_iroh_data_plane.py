@@ -13,6 +13,8 @@ import socket
 import struct
 
 import pytest
+
+from tests.support import run
 from tunnelpy.common.allowlist import Proto, Source
 from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import ConnectionLost, StreamReset
@@ -21,8 +23,6 @@ from tunnelpy.supervisor.front_door import IrohFrontDoor, read_message
 from tunnelpy.worker import iroh_transport, wire
 from tunnelpy.worker.forward_tcp import Traffic, open_stream_with_retry
 from tunnelpy.worker.session import SessionTarget, WorkerSession, read_exact
-
-from tests.support import run
 
 OFFLINE = NetOptions(no_relay=True, bind=("127.0.0.1", 0))
 

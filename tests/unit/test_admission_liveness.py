@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tunnelpy.signaling.session_wire import RejectReason
 from tunnelpy.supervisor.admission import Admission, Admitted, Refused
 from tunnelpy.supervisor.liveness import Liveness

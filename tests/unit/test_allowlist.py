@@ -7,6 +7,7 @@ import ipaddress
 import socket
 
 import pytest
+
 from tunnelpy.common.allowlist import (
     AllowLists,
     Proto,

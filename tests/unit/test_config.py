@@ -6,6 +6,7 @@ import ipaddress
 from pathlib import Path
 
 import pytest
+
 from tunnelpy.common import config as cfg
 from tunnelpy.common.allowlist import Proto, Source
 from tunnelpy.common.errors import ConfigError, ExitCode

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from tunnelpy.common.errors import ProtocolError, VersionMismatch
 from tunnelpy.worker import wire
 

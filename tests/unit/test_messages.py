@@ -8,6 +8,7 @@ from types import ModuleType
 
 import orjson
 import pytest
+
 from tunnelpy.common.errors import ExitCode, ProtocolError, VersionMismatch
 from tunnelpy.signaling import session_wire as sw
 from tunnelpy.supervisor import control_wire as cw

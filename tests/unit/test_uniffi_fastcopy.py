@@ -11,6 +11,7 @@ import types
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from tunnelpy.common import uniffi_fastcopy
 from tunnelpy.common.uniffi_fastcopy import BindingShapeChanged, needs_patch, patch_module
 
@@ -20,6 +21,7 @@ from tunnelpy.common.uniffi_fastcopy import BindingShapeChanged, needs_patch, pa
 @pytest.fixture(scope="module")
 def iroh():  # type: ignore[no-untyped-def]
     import iroh
+
     import tunnelpy.worker.iroh_transport  # noqa: F401  (importing it applies the patch)
 
     return iroh
