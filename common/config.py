@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tunnelpy.common.allowlist import AllowLists, Source, parse_networks, parse_socket_addr, parse_source
 from tunnelpy.common.errors import ConfigError
 from tunnelpy.common.logs import LOG_FORMATS, LOG_LEVELS
@@ -364,6 +362,8 @@ _KIND_NAMES = {
 
 
 def load_yaml(path: str) -> dict[str, Any]:
+    import yaml  # only senders read files; receivers start faster without it
+
     try:
         with open(path, encoding="utf-8") as fh:
             data = yaml.safe_load(fh)

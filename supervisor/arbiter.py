@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -87,13 +88,18 @@ class Supervisor:
         try:
             async with asyncio.TaskGroup() as tg:
                 loops = (self._worker_messages(), self._control_requests(), self._housekeeping(), self._signal_loop())
-                tasks = [tg.create_task(coro) for coro in loops]
-                try:  # the loops already run: a manual front door's start() waits for a worker
-                    await front.start()
-                    tasks.append(tg.create_task(front.serve()))
-                    await self._finished.wait()
-                except TunnelError as exc:
-                    startup_error = exc
+                tasks: list[asyncio.Task[Any]] = [tg.create_task(coro) for coro in loops]
+                # The loops already run: a manual front door's start() waits for a worker, and a
+                # signal during start() (a paste that never comes) must still stop the sender.
+                starting = tg.create_task(self._start_front(front))
+                finished = tg.create_task(self._finished.wait())
+                tasks += [starting, finished]
+                await asyncio.wait([starting, finished], return_when=asyncio.FIRST_COMPLETED)
+                if starting.done():
+                    startup_error = starting.result()
+                    if startup_error is None:
+                        tasks.append(tg.create_task(front.serve()))
+                        await finished
                 for task in tasks:
                     task.cancel()
         finally:
@@ -103,6 +109,14 @@ class Supervisor:
             raise startup_error
         log.info("supervisor.stopped")
         return ExitCode.OK
+
+    @staticmethod
+    async def _start_front(front) -> TunnelError | None:  # type: ignore[no-untyped-def]
+        try:
+            await front.start()
+        except TunnelError as exc:
+            return exc
+        return None
 
     def _close(self) -> None:
         for record in self.sessions.values():
@@ -188,6 +202,7 @@ class Supervisor:
             log_level=self.config.log_level,
         )
         record.process = self.launcher.spawn(spec)
+        log.debug("worker.spawned", session_id=record.session_id, worker_pid=record.process.pid)
         self.liveness.beat(record.session_id, time.monotonic())
         asyncio.get_running_loop().add_reader(record.process.sentinel, self.reap_worker, record.session_id)
 

@@ -42,7 +42,8 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[cfgmod.Option
             parser.add_argument(opt.flag, dest=opt.key, type=kind, default=None, metavar=opt.metavar, help=help_text)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
+    """The ``tunnel-py`` parser; ``bench_options=False`` skips importing the bench (faster start)."""
     parser = argparse.ArgumentParser(
         prog="tunnel-py",
         description="Peer-to-peer TCP/UDP port forwarding. A sender exposes services behind NAT; a "
@@ -79,15 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
         "push TCP and UDP through a real tunnel (offline)",
     )
     demo.add_argument("--size", type=int, default=20, help="MB to push through the TCP tunnel (default: 20)")
-    from tunnelpy.supervisor.bench import add_bench_arguments
-
-    add_bench_arguments(
-        sub.add_parser(
-            "bench",
-            help="measure throughput, latency, setup time and memory of each mode against direct, socat and ssh -L",
-            description="Benchmark on loopback: every contender in one run, alternated, medians and min-max.",
-        )
+    bench = sub.add_parser(
+        "bench",
+        help="measure throughput, latency, setup time and memory of each mode against direct, socat and ssh -L",
+        description="Benchmark on loopback: every contender in one run, alternated, medians and min-max.",
     )
+    if bench_options:
+        from tunnelpy.supervisor.bench import add_bench_arguments
+
+        add_bench_arguments(bench)
     return parser
 
 
@@ -124,14 +125,14 @@ def run_receiver(args: argparse.Namespace) -> int:
     import uvloop
 
     from tunnelpy.common.logs import configure_logging
-    from tunnelpy.worker.manual_receiver import run_manual_receiver
-    from tunnelpy.worker.receiver import run_receiver as run_iroh_receiver
-
     raw = cfgmod.RawValues(cfgmod.RECEIVER_OPTIONS, args.mode)
     raw.update_from_cli(_cli_values(args, cfgmod.RECEIVER_OPTIONS))
     config = cfgmod.build_receiver_config(raw)
     configure_logging("receiver", fmt=config.log_format, level=config.log_level)
-    run = run_iroh_receiver if config.mode == cfgmod.IROH else run_manual_receiver
+    if config.mode == cfgmod.IROH:
+        from tunnelpy.worker.receiver import run_receiver as run
+    else:
+        from tunnelpy.worker.manual_receiver import run_manual_receiver as run
     return uvloop.run(run(config))
 
 
@@ -205,7 +206,8 @@ def _run(func, *args: Any) -> int:  # type: ignore[no-untyped-def]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(bench_options=argv[:1] == ["bench"]).parse_args(argv)
     return _run(dispatch, args)
 
 

@@ -27,12 +27,10 @@ log = get_logger(__name__)
 
 
 async def run_manual_receiver(cfg: ReceiverConfig) -> ExitCode:
-    if cfg.mode == CUSTOM_MANUAL:
-        return await _run_custom_manual(cfg)
-    return await _run_iroh_manual(cfg)
+    return await run_until_stopped(_custom_manual(cfg) if cfg.mode == CUSTOM_MANUAL else _iroh_manual(cfg))
 
 
-async def _run_custom_manual(cfg: ReceiverConfig) -> ExitCode:
+async def _custom_manual(cfg: ReceiverConfig) -> None:
     from tunnelpy.worker.ice import IceAgent
     from tunnelpy.worker.quic_transport import connect_quic
 
@@ -48,10 +46,10 @@ async def _run_custom_manual(cfg: ReceiverConfig) -> ExitCode:
         pair = await agent.connect(timeout=ICE_CONNECT_TIMEOUT)
         conn = await connect_quic(agent, is_client=True, cert_fingerprint=answer.cert_sha256)
         log.info("receiver.connected", transport="ice", pair=str(pair))
-        return await _serve(conn, cfg)
+        await _serve(conn, cfg)
 
 
-async def _run_iroh_manual(cfg: ReceiverConfig) -> ExitCode:
+async def _iroh_manual(cfg: ReceiverConfig) -> None:
     net = NetOptions(no_relay=True, bind=cfg.net.bind, stun_servers=cfg.net.stun_servers)
     endpoint = await iroh_transport.bind_endpoint(net, secret=None, alpns=[])
     try:
@@ -67,15 +65,15 @@ async def _run_iroh_manual(cfg: ReceiverConfig) -> ExitCode:
         )
         conn = await iroh_transport.connect(endpoint, peer, wire.ALPN, timeout=ICE_CONNECT_TIMEOUT)
         log.info("receiver.connected", transport="iroh", peer=answer.endpoint_id[:16])
-        return await _serve(conn, cfg)
+        await _serve(conn, cfg)
     finally:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(2):
                 await endpoint.close()
 
 
-async def _serve(conn: Connection, cfg: ReceiverConfig) -> ExitCode:
+async def _serve(conn: Connection, cfg: ReceiverConfig) -> None:
     try:
-        return await run_until_stopped(serve_tunnel(conn, cfg))
+        await serve_tunnel(conn, cfg)
     finally:
         conn.close(0, "receiver done")

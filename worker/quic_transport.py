@@ -302,7 +302,7 @@ class TunnelQuicConnection(QuicConnection):
         # Replaces aioquic's version, which doubles the window once the peer used half of
         # it. Here the window ends one stream_window past what the application has read,
         # moved in quarter-window steps so MAX_STREAM_DATA frames stay rare.
-        if not stream.max_stream_data_local:  # our own unidirectional streams
+        if not stream.max_stream_data_local or stream.stream_id is None:  # our own unidirectional streams
             return
         limit = self.consumed.get(stream.stream_id, 0) + self.stream_window
         if limit - stream.max_stream_data_local >= self.stream_window // 4:

@@ -16,7 +16,14 @@ from typing import Any
 
 from tunnelpy.common.allowlist import Proto
 from tunnelpy.common.config import ReceiverConfig
-from tunnelpy.common.errors import ConnectFailed, ConnectionLost, ExitCode, ProtocolError, SessionRejected
+from tunnelpy.common.errors import (
+    ConnectFailed,
+    ConnectionLost,
+    ExitCode,
+    ProtocolError,
+    SessionRejected,
+    TunnelError,
+)
 from tunnelpy.common.logs import get_logger
 from tunnelpy.signaling import session_wire as sw
 from tunnelpy.supervisor.front_door import HANDSHAKE_TIMEOUT, read_message
@@ -89,7 +96,8 @@ async def serve_tunnel(conn: Connection, cfg: ReceiverConfig) -> None:
 
 
 async def run_until_stopped(serving: Coroutine[Any, Any, None]) -> ExitCode:
-    """Run ``serving`` until it fails or SIGTERM/SIGINT arrives; a lost connection raises ConnectionLost."""
+    """Run a receiver until it fails or SIGTERM/SIGINT arrives (exit 0, at any stage: even while
+    waiting for a pasted answer); a lost connection raises ConnectionLost."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -103,6 +111,8 @@ async def run_until_stopped(serving: Coroutine[Any, Any, None]) -> ExitCode:
             serve_task.cancel()
     except* ConnectionLost as group:
         raise ConnectionLost(f"the session ended: {group.exceptions[0]}") from None
+    except* TunnelError as group:  # a user-facing error at any stage: the CLI prints it, no traceback
+        raise group.exceptions[0] from None
     if stop.is_set():
         log.info("receiver.stopped")
     return ExitCode.OK
@@ -110,6 +120,11 @@ async def run_until_stopped(serving: Coroutine[Any, Any, None]) -> ExitCode:
 
 async def run_receiver(cfg: ReceiverConfig) -> ExitCode:
     """iroh mode: ask the sender's front door, connect to the session's worker, serve."""
+    return await run_until_stopped(_iroh_session(cfg))
+
+
+async def _iroh_session(cfg: ReceiverConfig) -> None:
+    log.debug("receiver.starting", source=str(cfg.source))
     secret = iroh_transport.decode_secret(cfg.secret, "--secret-file") if cfg.secret else None
     endpoint = await iroh_transport.bind_endpoint(cfg.net, secret=secret, alpns=[])
     conn = None
@@ -117,7 +132,7 @@ async def run_receiver(cfg: ReceiverConfig) -> ExitCode:
         accepted = await request_session(endpoint, cfg.node_id or "", str(cfg.source))
         log.info("receiver.session_accepted", session_id=accepted.session_id)
         conn = await iroh_transport.connect(endpoint, iroh_transport.peer_addr(accepted.worker_ticket), wire.ALPN)
-        return await run_until_stopped(serve_tunnel(conn, cfg))
+        await serve_tunnel(conn, cfg)
     finally:
         if conn is not None:
             conn.close(0, "receiver done")

@@ -1,0 +1,51 @@
+"""``tunnel-py bench`` end to end at a tiny size, at its default modes: it completes and its JSON has every row.
+
+Figures are not checked (they depend on the machine); every implemented mode must be
+measured, with the memory of its supervisor, worker and receiver; socat and ssh -L must be
+measured where installed and marked "skipped: not installed" where not.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+TUNNELS = ["iroh", "iroh-manual", "custom-manual"]
+
+
+@pytest.mark.timeout(60)
+def test_bench_reports_every_row(tmp_path):
+    report_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
+    plot = ["--plot", str(plot_path)] if importlib.util.find_spec("matplotlib") else []  # an optional extra
+    done = subprocess.run(
+        [sys.executable, "-m", "tunnelpy.supervisor.bench", "--size", "2", "--repeat", "1", "--rounds", "200",
+         "--json", str(report_path), *plot],  # no --log-dir: a deep one makes the senders' socket paths too long
+        capture_output=True, text=True, timeout=50)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = orjson.loads(report_path.read_bytes())
+    rows = {row["name"]: row for row in report["contenders"]}
+    assert list(rows) == ["direct", "socat", "ssh -L", *TUNNELS]
+    figures = {"up_MBps", "down_MBps", "rtt_p50_us", "rtt_p99_us", "setup_s", "sessions_4_MBps"}
+    for name in ("direct", *TUNNELS):
+        assert rows[name]["status"] == "ok", rows[name]
+        assert figures <= set(rows[name]["summary"])
+    for name, tool in (("socat", "socat"), ("ssh -L", "sshd")):
+        if shutil.which(tool, path="/usr/sbin:/usr/bin:/sbin:/bin") is None:
+            assert rows[name]["status"] == "skipped: not installed", rows[name]
+        else:  # a baseline that failed here still has its row; its figures are then what got measured
+            assert figures <= set(rows[name]["summary"]) or rows[name]["status"].startswith("failed"), rows[name]
+    for name in TUNNELS:  # every process ended cleanly, each copy-paste sender by itself after its session
+        assert rows[name]["notes"] == [] and rows[name]["runs"][0]["notes"] == [], rows[name]
+        summary = rows[name]["summary"]
+        assert {f"mem.{role}.load.pss_MB" for role in ("supervisor", "worker", "receiver")} <= set(summary)
+    assert report["machine"]["nproc"] >= 1 and report["date"]
+    assert "One TCP stream" in done.stdout
+    assert not plot or plot_path.read_bytes().startswith(b"\x89PNG")
