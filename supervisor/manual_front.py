@@ -35,6 +35,7 @@ class ManualFrontDoor:
         self._open_session = open_session
 
     async def start(self) -> None:
+        log.info("manual.awaiting_offer", mode=self.config.mode)
         if self.config.mode == CUSTOM_MANUAL:
             offer = await read_pasted(mb.BlockKind.ICE_OFFER)
             assert isinstance(offer, mb.IceOffer)

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import signal
 import socket
 from collections.abc import AsyncIterator
 
@@ -19,7 +20,7 @@ import pytest
 from tests.support import Cluster, run
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.signaling.manual_blocks import BlockKind, IceOffer, decode_block
-from tunnelpy.supervisor.local_run import EchoService, listening_address, tcp_echo_roundtrip, udp_echo_roundtrip
+from tunnelpy.supervisor.local_run import EchoService, Peer, listening_address, tcp_echo_roundtrip, udp_echo_roundtrip
 from tunnelpy.worker.stun_probe import public_address
 
 pytestmark = pytest.mark.e2e
@@ -189,5 +190,57 @@ def test_custom_manual_with_coturn_stun_shows_a_server_reflexive_candidate(work)
             assert any(" typ srflx " in c and "127.0.0.1" in c for c in offer.candidates), offer.candidates
             address = await listening_address(receiver, timeout=40)
             assert await tcp_echo_roundtrip(address, b"through STUN-gathered ICE") == b"through STUN-gathered ICE"
+
+    run(main())
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_signals_stop_both_sides_while_they_wait_for_a_paste(work, mode):
+    """Nobody pastes anything: SIGTERM must still end the sender (waiting for an offer) and the
+    receiver (waiting for an answer) cleanly, with exit 0 and no worker left."""
+
+    async def main() -> None:
+        async with Cluster(work) as cluster:
+            receiver = Peer(
+                "receiver",
+                [
+                    "receiver",
+                    mode,
+                    "--source",
+                    "tcp://127.0.0.1:9",
+                    "--target",
+                    "127.0.0.1:0",
+                    "--log-format",
+                    "json",
+                    *LOOPBACK[mode],
+                ],
+                work,
+            )
+            sender = Peer(
+                "sender",
+                [
+                    "sender",
+                    mode,
+                    "--allowed-tcp",
+                    "127.0.0.1/32",
+                    "--control",
+                    str(work / "s.sock"),
+                    "--log-format",
+                    "json",
+                    *LOOPBACK[mode],
+                ],
+                work,
+            )
+            for peer in (receiver, sender):
+                cluster.peers.append(peer)
+                await peer.start(stdin=asyncio.subprocess.PIPE)  # stdin stays open and empty
+            assert receiver.proc and receiver.proc.stdout
+            assert (await receiver.proc.stdout.readline()).startswith(b"-----BEGIN TUNNEL-PY")  # offer printed
+            await sender.wait_event("manual.awaiting_offer")
+            for peer in (sender, receiver):
+                assert peer.proc is not None
+                peer.proc.send_signal(signal.SIGTERM)
+                assert await peer.wait(timeout=15) == 0, peer.tail()
+            assert sender.find("worker.ready") is None
 
     run(main())
