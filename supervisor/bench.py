@@ -29,6 +29,7 @@ from pathlib import Path
 from tunnelpy.common.errors import ExitCode, TunnelError
 from tunnelpy.supervisor import bench_report as br
 from tunnelpy.supervisor.bench_contenders import Contender, Socat, SshForward, SshServer, Tunnel
+from tunnelpy.supervisor.bench_idle import measure_idle_sessions, render_idle
 from tunnelpy.supervisor.bench_memory import peak_memory, record_memory
 from tunnelpy.supervisor.bench_modes import IMPLEMENTED, MODES
 from tunnelpy.supervisor.bench_net import MESSAGE_BYTES, BenchServer, download, first_echo, ping_pong, upload
@@ -175,6 +176,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"ping-pong rounds of {MESSAGE_BYTES}-byte messages (default: 2000)")
     parser.add_argument("--json", type=Path, metavar="PATH", help="write every figure as JSON")
     parser.add_argument("--plot", type=Path, metavar="PATH", help="write a PNG bar chart (needs matplotlib)")
+    parser.add_argument("--idle-sessions", type=int, default=100, metavar="N",
+                        help="then hold N idle iroh sessions open and report the sender's memory (0 = skip; "
+                             "default: 100)")
     parser.add_argument("--log-dir", type=Path, metavar="DIR",
                         help="keep the child processes' logs and keys here (default: a temporary directory)")
 
@@ -192,6 +196,16 @@ def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return int(text)
+
+
+async def _idle_sessions(count: int, work_root: Path | None) -> dict[str, object]:
+    say(f"idle sessions: opening {count} ...")
+    with tempfile.TemporaryDirectory(prefix="tpy-idle-", dir=work_root) as tmp:
+        async with BenchServer() as server:
+            try:
+                return await measure_idle_sessions(Path(tmp), count, f"tcp://127.0.0.1:{server.address[1]}")
+            except (*BENCH_ERRORS, TunnelError) as exc:
+                return {"sessions": count, "error": str(exc) or type(exc).__name__}
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -216,7 +230,11 @@ def run_bench(args: argparse.Namespace) -> int:
         "size_mb": settings.size_mb, "repeat": settings.repeat, "rounds": settings.rounds,
         "message_bytes": MESSAGE_BYTES, "modes": list(settings.modes), "sessions": list(br.SESSION_COUNTS)},
         date, time.monotonic() - started)
+    if args.idle_sessions:
+        report["idle_sessions"] = asyncio.run(_idle_sessions(args.idle_sessions, work_root=args.log_dir))
     print(br.render_table(report), flush=True)
+    if "idle_sessions" in report:
+        print("\n" + render_idle(report["idle_sessions"]), flush=True)
     if args.json:
         br.write_json(report, args.json)
     if args.plot:
