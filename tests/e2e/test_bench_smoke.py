@@ -27,7 +27,7 @@ def test_bench_reports_every_row(tmp_path):
     plot = ["--plot", str(plot_path)] if importlib.util.find_spec("matplotlib") else []  # an optional extra
     done = subprocess.run(
         [sys.executable, "-m", "tunnelpy.supervisor.bench", "--size", "2", "--repeat", "1", "--rounds", "200",
-         "--json", str(report_path), *plot],  # no --log-dir: a deep one makes the senders' socket paths too long
+         "--idle-sessions", "3", "--json", str(report_path), *plot],  # no --log-dir: a deep one makes the senders' socket paths too long
         capture_output=True, text=True, timeout=50)
     assert done.returncode == 0, done.stdout + done.stderr
     report = orjson.loads(report_path.read_bytes())
@@ -46,6 +46,8 @@ def test_bench_reports_every_row(tmp_path):
         assert rows[name]["notes"] == [] and rows[name]["runs"][0]["notes"] == [], rows[name]
         summary = rows[name]["summary"]
         assert {f"mem.{role}.load.pss_MB" for role in ("supervisor", "worker", "receiver")} <= set(summary)
+    idle = report["idle_sessions"]
+    assert idle["sessions"] == idle["workers_measured"] == 3 and idle["worker_pss_median_MB"] > 0, idle
     assert report["machine"]["nproc"] >= 1 and report["date"]
     assert "One TCP stream" in done.stdout
     assert not plot or plot_path.read_bytes().startswith(b"\x89PNG")
