@@ -17,14 +17,17 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from tunnelpy.supervisor.bench_net import SETUP_DEADLINE
-from tunnelpy.supervisor.local_run import ManualPair, Peer, listening_address, start_receiver, start_sender
+from tunnelpy.supervisor.local_run import (
+    MANUAL_LOOPBACK,
+    ManualPair,
+    Peer,
+    listening_address,
+    start_receiver,
+    start_sender,
+)
 
 SENDER_ALLOWS = ["--allowed-tcp", "127.0.0.1/32"]  # the bench server, and nothing else
 # Both sides of a copy-paste mode: gather only 127.0.0.1 candidates / bind 127.0.0.1, no STUN.
-MANUAL_LOOPBACK = {
-    "custom-manual": ["--no-stun", "--ice-host", "127.0.0.1"],
-    "iroh-manual": ["--no-stun", "--bind", "127.0.0.1:0"],
-}
 
 
 class OpenedSession(NamedTuple):
@@ -98,8 +101,9 @@ async def _listening(receiver: Peer, sender: Peer) -> tuple[str, int]:
         await asyncio.gather(listening, sender_ended, return_exceptions=True)
     if listening in done:
         return listening.result()
-    raise RuntimeError(f"{sender.name} exited ({sender_ended.result()}) before {receiver.name} listened:\n"
-                       f"{sender.tail()}")
+    raise RuntimeError(
+        f"{sender.name} exited ({sender_ended.result()}) before {receiver.name} listened:\n{sender.tail()}"
+    )
 
 
 # A fresh ModeSessions per turn; None = not implemented yet, and its rows say so.

@@ -318,6 +318,13 @@ async def _relay_block(
     return lines
 
 
+#: Flags that keep a copy-paste mode on 127.0.0.1 with STUN off (tests, bench, demo).
+MANUAL_LOOPBACK = {
+    "custom-manual": ["--no-stun", "--ice-host", "127.0.0.1"],
+    "iroh-manual": ["--no-stun", "--bind", "127.0.0.1:0"],
+}
+
+
 class ManualPair:
     """A receiver and a sender of a copy-paste mode, their stdout piped into each other's stdin.
 
@@ -338,7 +345,8 @@ class ManualPair:
         self.sender_args, self.receiver_args, self.edit_answer = sender_args, receiver_args, edit_answer
         self.pumps: list[asyncio.Task[list[bytes]]] = []
 
-    async def start(self) -> tuple[Peer, Peer]:
+    async def start(self, relay: bool = True) -> tuple[Peer, Peer]:
+        """Start both peers; ``relay=False`` leaves their stdin open and empty (nobody pastes)."""
         work = self.work
         receiver = Peer(
             "receiver",
@@ -365,6 +373,8 @@ class ManualPair:
             await peer.start(stdin=asyncio.subprocess.PIPE)
         assert receiver.proc and sender.proc and receiver.proc.stdout and sender.proc.stdout
         assert receiver.proc.stdin and sender.proc.stdin
+        if not relay:
+            return receiver, sender
         self.pumps = [
             asyncio.create_task(_relay_block(receiver.proc.stdout, sender.proc.stdin, None)),
             asyncio.create_task(_relay_block(sender.proc.stdout, receiver.proc.stdin, self.edit_answer)),

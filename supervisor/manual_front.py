@@ -19,7 +19,8 @@ from tunnelpy.signaling import manual_blocks as mb
 from tunnelpy.signaling import session_wire as sw
 from tunnelpy.signaling.paste import emit_block, read_pasted
 from tunnelpy.supervisor.worker_wire import WorkerReady
-from tunnelpy.worker.rendezvous import IcePeer, RendezvousSpec
+from tunnelpy.worker.ice_parameters import IceParameters
+from tunnelpy.worker.rendezvous import RendezvousSpec
 
 log = get_logger(__name__)
 
@@ -41,7 +42,7 @@ class ManualFrontDoor:
             assert isinstance(offer, mb.IceOffer)
             # No identity in ICE offers: name the receiver by its ICE credentials for the logs.
             receiver = "ice-" + hashlib.sha256(offer.ice_ufrag.encode()).hexdigest()[:12]
-            rendezvous = RendezvousSpec("ice", ice_peer=IcePeer(offer.ice_ufrag, offer.ice_pwd, offer.candidates))
+            rendezvous = RendezvousSpec("ice", ice_peer=IceParameters(offer.ice_ufrag, offer.ice_pwd, offer.candidates))
         else:
             offer = await read_pasted(mb.BlockKind.IROH_OFFER)
             assert isinstance(offer, mb.IrohOffer)

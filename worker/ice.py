@@ -35,6 +35,7 @@ import ifaddr
 
 from tunnelpy.common.errors import ConfigError, ConnectFailed, ProtocolError
 from tunnelpy.common.logs import get_logger
+from tunnelpy.worker.ice_parameters import IceParameters
 
 log = get_logger(__name__)
 
@@ -57,15 +58,6 @@ def _check_aioice_version() -> None:
 _check_aioice_version()
 
 PacketHandler = Callable[[bytes, tuple[Any, ...]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class IceParameters:
-    """What one side sends the other: credentials and SDP candidate lines (no 'candidate:')."""
-
-    ufrag: str
-    pwd: str
-    candidates: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

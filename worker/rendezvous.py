@@ -22,6 +22,7 @@ from tunnelpy.common.errors import TunnelError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.supervisor.worker_wire import WorkerReady
 from tunnelpy.worker import iroh_transport, wire
+from tunnelpy.worker.ice_parameters import IceParameters
 from tunnelpy.worker.iroh_transport import iroh
 from tunnelpy.worker.stun_probe import public_addresses
 from tunnelpy.worker.transport import Connection
@@ -36,20 +37,11 @@ PUNCH_ALPN = b"tunnel-py/punch"
 
 
 @dataclass(frozen=True, slots=True)
-class IcePeer:
-    """The receiver's ICE parameters, from its offer."""
-
-    ufrag: str
-    pwd: str
-    candidates: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class RendezvousSpec:
     """How the worker meets its receiver: ``transport`` "iroh" or "ice", and what it knows of the peer."""
 
     transport: str = "iroh"
-    ice_peer: IcePeer | None = None  # the receiver's ICE parameters (transport "ice")
+    ice_peer: IceParameters | None = None  # the receiver's ICE parameters (transport "ice")
     punch: tuple[str, ...] = ()  # the receiver's direct addresses (iroh-manual)
 
 
@@ -143,7 +135,7 @@ class IrohRendezvous:
 
 
 class IceRendezvous:
-    def __init__(self, net: NetOptions, peer: IcePeer) -> None:
+    def __init__(self, net: NetOptions, peer: IceParameters) -> None:
         from tunnelpy.worker.ice import IceAgent
 
         self._peer = peer

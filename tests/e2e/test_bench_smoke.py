@@ -26,9 +26,26 @@ def test_bench_reports_every_row(tmp_path):
     report_path, plot_path = tmp_path / "bench.json", tmp_path / "bench.png"
     plot = ["--plot", str(plot_path)] if importlib.util.find_spec("matplotlib") else []  # an optional extra
     done = subprocess.run(
-        [sys.executable, "-m", "tunnelpy.supervisor.bench", "--size", "2", "--repeat", "1", "--rounds", "200",
-         "--idle-sessions", "3", "--json", str(report_path), *plot],  # no --log-dir: a deep one makes the senders' socket paths too long
-        capture_output=True, text=True, timeout=50)
+        [
+            sys.executable,
+            "-m",
+            "tunnelpy.supervisor.bench",
+            "--size",
+            "2",
+            "--repeat",
+            "1",
+            "--rounds",
+            "200",
+            "--idle-sessions",
+            "3",
+            "--json",
+            str(report_path),
+            *plot,
+        ],  # no --log-dir: a deep one makes the senders' socket paths too long
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     report = orjson.loads(report_path.read_bytes())
     rows = {row["name"]: row for row in report["contenders"]}

@@ -14,34 +14,39 @@ import shutil
 import signal
 import socket
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from tests.support import Cluster, run
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.signaling.manual_blocks import BlockKind, IceOffer, decode_block
-from tunnelpy.supervisor.local_run import EchoService, Peer, listening_address, tcp_echo_roundtrip, udp_echo_roundtrip
+from tunnelpy.supervisor.local_run import (
+    MANUAL_LOOPBACK,
+    EchoService,
+    ManualPair,
+    listening_address,
+    tcp_echo_roundtrip,
+    udp_echo_roundtrip,
+)
 from tunnelpy.worker.stun_probe import public_address
 
 pytestmark = pytest.mark.e2e
 
-LOOPBACK = {
-    "custom-manual": ["--no-stun", "--ice-host", "127.0.0.1"],
-    "iroh-manual": ["--no-stun", "--bind", "127.0.0.1:0"],
-}
-MODES = sorted(LOOPBACK)
+MODES = sorted(MANUAL_LOOPBACK)
+
+
+def loopback_pair(cluster: Cluster, mode: str, source: str, allow: str = "127.0.0.1/32", **kwargs: Any) -> ManualPair:
+    """A pair on 127.0.0.1 with STUN off; the sender allows ``allow`` for the source's protocol."""
+    flag = "--allowed-udp" if source.startswith("udp:") else "--allowed-tcp"
+    return cluster.manual_pair(mode, source, [flag, allow, *MANUAL_LOOPBACK[mode]], MANUAL_LOOPBACK[mode], **kwargs)
 
 
 @pytest.mark.parametrize("mode", MODES)
 def test_tcp_echo_20mb_and_the_sender_stops_after_the_session(work, mode):
     async def main() -> None:
         async with EchoService() as echo, Cluster(work) as cluster:
-            pair = cluster.manual_pair(
-                mode,
-                f"tcp://127.0.0.1:{echo.tcp_port}",
-                ["--allowed-tcp", "127.0.0.1/32", *LOOPBACK[mode]],
-                LOOPBACK[mode],
-            )
+            pair = loopback_pair(cluster, mode, f"tcp://127.0.0.1:{echo.tcp_port}")
             receiver, sender = await pair.start()
             address = await listening_address(receiver, timeout=40)
             payload = os.urandom(20 * 1024 * 1024)
@@ -58,12 +63,7 @@ def test_tcp_echo_20mb_and_the_sender_stops_after_the_session(work, mode):
 def test_udp_echo(work, mode):
     async def main() -> None:
         async with EchoService() as echo, Cluster(work) as cluster:
-            pair = cluster.manual_pair(
-                mode,
-                f"udp://127.0.0.1:{echo.udp_port}",
-                ["--allowed-udp", "127.0.0.1/32", *LOOPBACK[mode]],
-                LOOPBACK[mode],
-            )
+            pair = loopback_pair(cluster, mode, f"udp://127.0.0.1:{echo.udp_port}")
             receiver, _ = await pair.start()
             address = await listening_address(receiver, timeout=40)
             batches = [[f"{mode} client {c} #{i}".encode() for i in range(20)] for c in range(2)]
@@ -79,9 +79,7 @@ def test_udp_echo(work, mode):
 def test_source_outside_the_allow_list_is_refused_by_the_sender(work, mode):
     async def main() -> None:
         async with Cluster(work) as cluster:
-            pair = cluster.manual_pair(
-                mode, "tcp://127.0.0.1:22", ["--allowed-tcp", "10.0.0.0/8", *LOOPBACK[mode]], LOOPBACK[mode]
-            )
+            pair = loopback_pair(cluster, mode, "tcp://127.0.0.1:22", allow="10.0.0.0/8")
             _, sender = await pair.start()
             assert await sender.wait(timeout=20) == ExitCode.NOT_ALLOWED
             assert "127.0.0.1 is outside the sender's --allowed-tcp list" in sender.tail()
@@ -97,13 +95,7 @@ def test_truncated_answer_is_refused_by_the_receiver(work, mode):
 
     async def main() -> None:
         async with EchoService() as echo, Cluster(work) as cluster:
-            pair = cluster.manual_pair(
-                mode,
-                f"tcp://127.0.0.1:{echo.tcp_port}",
-                ["--allowed-tcp", "127.0.0.1/32", *LOOPBACK[mode]],
-                LOOPBACK[mode],
-                edit_answer=cut,
-            )
+            pair = loopback_pair(cluster, mode, f"tcp://127.0.0.1:{echo.tcp_port}", edit_answer=cut)
             receiver, _ = await pair.start()
             assert await receiver.wait(timeout=20) == ExitCode.CONFIG
             assert "the paste was truncated" in receiver.tail()
@@ -121,13 +113,7 @@ def test_corrupted_answer_names_the_failed_check(work, mode):
 
     async def main() -> None:
         async with EchoService() as echo, Cluster(work) as cluster:
-            pair = cluster.manual_pair(
-                mode,
-                f"tcp://127.0.0.1:{echo.tcp_port}",
-                ["--allowed-tcp", "127.0.0.1/32", *LOOPBACK[mode]],
-                LOOPBACK[mode],
-                edit_answer=corrupt,
-            )
+            pair = loopback_pair(cluster, mode, f"tcp://127.0.0.1:{echo.tcp_port}", edit_answer=corrupt)
             receiver, _ = await pair.start()
             assert await receiver.wait(timeout=20) == ExitCode.CONFIG
             tail = receiver.tail()
@@ -201,39 +187,7 @@ def test_signals_stop_both_sides_while_they_wait_for_a_paste(work, mode):
 
     async def main() -> None:
         async with Cluster(work) as cluster:
-            receiver = Peer(
-                "receiver",
-                [
-                    "receiver",
-                    mode,
-                    "--source",
-                    "tcp://127.0.0.1:9",
-                    "--target",
-                    "127.0.0.1:0",
-                    "--log-format",
-                    "json",
-                    *LOOPBACK[mode],
-                ],
-                work,
-            )
-            sender = Peer(
-                "sender",
-                [
-                    "sender",
-                    mode,
-                    "--allowed-tcp",
-                    "127.0.0.1/32",
-                    "--control",
-                    str(work / "s.sock"),
-                    "--log-format",
-                    "json",
-                    *LOOPBACK[mode],
-                ],
-                work,
-            )
-            for peer in (receiver, sender):
-                cluster.peers.append(peer)
-                await peer.start(stdin=asyncio.subprocess.PIPE)  # stdin stays open and empty
+            receiver, sender = await loopback_pair(cluster, mode, "tcp://127.0.0.1:9").start(relay=False)
             assert receiver.proc and receiver.proc.stdout
             assert (await receiver.proc.stdout.readline()).startswith(b"-----BEGIN TUNNEL-PY")  # offer printed
             await sender.wait_event("manual.awaiting_offer")
