@@ -37,11 +37,12 @@ from tunnelpy.supervisor.launcher import WorkerLauncher, describe_exit
 from tunnelpy.supervisor.liveness import Liveness
 from tunnelpy.supervisor.sessions import SessionRecord
 from tunnelpy.worker.main import WorkerSpec
-from tunnelpy.worker.rendezvous import RendezvousSpec
+from tunnelpy.worker.rendezvous import PASTE_WAIT, RendezvousSpec
 
 log = get_logger(__name__)
 
 READY_TIMEOUT = 15.0
+ACCEPT_TIMEOUT = 30.0  # iroh mode: the receiver connects to its worker right after the answer
 KILL_GRACE = 3.0
 TICK = 0.5
 
@@ -200,6 +201,7 @@ class Supervisor:
             supervisor_pid=os.getpid(),
             log_format="console" if self.config.log_format == "console" else "json",
             log_level=self.config.log_level,
+            accept_timeout=PASTE_WAIT if self.one_shot else ACCEPT_TIMEOUT,
         )
         record.process = self.launcher.spawn(spec)
         log.debug("worker.spawned", session_id=record.session_id, worker_pid=record.process.pid)

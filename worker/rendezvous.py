@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-ICE_CONNECT_TIMEOUT = 30.0
+ICE_CONNECT_TIMEOUT = 30.0  # once both sides run their checks
+PASTE_WAIT = 300.0  # a copy-paste worker waits this long for a person to paste its ANSWER
 PUNCH_ALPN = b"tunnel-py/punch"
 
 
@@ -159,7 +160,8 @@ class IceRendezvous:
     async def accept(self) -> Connection:
         from tunnelpy.worker.quic_transport import connect_quic
 
-        await self._agent.connect(timeout=ICE_CONNECT_TIMEOUT)
+        # The receiver starts its checks only once a person pasted our answer.
+        await self._agent.connect(timeout=PASTE_WAIT)
         return await connect_quic(self._agent, is_client=False, identity=self._identity)
 
     async def close(self) -> None:
