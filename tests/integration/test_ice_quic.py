@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import hashlib
 import os
+import shutil
+import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import aioice.ice
 import pytest
@@ -23,6 +28,7 @@ from tunnelpy.common.errors import (
     StreamReset,
 )
 from tunnelpy.worker.ice import IceAgent, select_host_addresses
+from tunnelpy.worker.pmtud import MAX_PROBES, RAISE_INTERVAL
 from tunnelpy.worker.quic_transport import (
     QuicSettings,
     QuicTransportConnection,
@@ -196,6 +202,8 @@ def test_20_mb_each_way_on_one_stream_with_equal_sha256(loop: str) -> None:
             assert down_got.result() == (total, down_sent.result())
             stats = client.stats()
             assert stats.rtt_ms is not None and stats.udp_tx_bytes > total
+            # Path-MTU discovery is on by default: loopback proves bigger packets mid-transfer.
+            assert client.packet_size > 1452 and server.packet_size > 1452
 
     run(scenario, loop)
 
@@ -239,7 +247,7 @@ def test_reset_reaches_the_peer_reader_and_writer() -> None:
 
 def test_datagrams_round_trip_and_size_limit() -> None:
     async def scenario() -> None:
-        async with quic_pair() as (client, server):
+        async with quic_pair(QuicSettings(max_packet_size=1452)) as (client, server):  # no PMTUD
             limit = client.max_datagram_size()
             assert limit == max_datagram_payload(1452) == 1410
             big = os.urandom(limit)
@@ -249,13 +257,29 @@ def test_datagrams_round_trip_and_size_limit() -> None:
             assert await client.recv_datagram() == b"pong"
             with pytest.raises(DatagramTooLarge, match="1411-byte"):
                 await client.send_datagram(b"x" * (limit + 1))
+            assert client.packet_size == server.packet_size == 1452
+
+    run(scenario)
+
+
+def test_path_mtu_discovery_reaches_the_maximum_on_loopback_and_datagrams_follow() -> None:
+    async def scenario() -> None:
+        async with quic_pair() as (client, server):
+            async with asyncio.timeout(5):
+                while client.packet_size < 16384 or server.packet_size < 16384:
+                    await asyncio.sleep(0.01)
+            limit = client.max_datagram_size()
+            assert limit == max_datagram_payload(16384)
+            payload = os.urandom(limit)
+            await client.send_datagram(payload)
+            assert await server.recv_datagram() == payload
 
     run(scenario)
 
 
 def test_large_packets_are_a_parameter() -> None:
     async def scenario() -> None:
-        async with quic_pair(QuicSettings(packet_size=8000)) as (client, server):
+        async with quic_pair(QuicSettings(packet_size=8000, max_packet_size=8000)) as (client, server):
             assert client.max_datagram_size() == 7958
             payload = os.urandom(7958)
             await server.send_datagram(payload)
@@ -416,3 +440,106 @@ def test_consent_freshness_runs_beside_quic_and_its_expiry_ends_the_connection(
                 await stream.read(1)
 
     run(scenario)
+
+
+# --- path-MTU discovery over a real 1500-byte link -----------------------------------------
+
+CLONE_NEWNET = 0x40000000
+VETH_MTU = 1500
+VETH_ADDRESSES = ("192.0.2.1", "192.0.2.2")  # TEST-NET-1, only inside our own namespaces
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@contextlib.contextmanager
+def veth_namespaces() -> Iterator[tuple[str, str]]:
+    """Two network namespaces joined by a veth pair with MTU 1500; removed afterwards."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("creating network namespaces needs root and iproute2 (`ip netns`)")
+    names = (f"tpy{os.getpid()}a", f"tpy{os.getpid()}b")
+    try:
+        ip("netns", "add", names[0])
+    except subprocess.CalledProcessError as exc:
+        pytest.skip(f"`ip netns add` is not permitted here: {exc.stderr.strip()}")
+    try:
+        try:
+            ip("netns", "add", names[1])
+            veth = ("tpyveth0", "netns", names[0], "type", "veth", "peer", "name", "tpyveth1", "netns", names[1])
+            ip("link", "add", *veth)
+            for index, (name, address) in enumerate(zip(names, VETH_ADDRESSES, strict=True)):
+                ip("-n", name, "link", "set", f"tpyveth{index}", "mtu", str(VETH_MTU), "up")
+                ip("-n", name, "addr", "add", f"{address}/24", "dev", f"tpyveth{index}")
+                ip("-n", name, "link", "set", "lo", "up")
+        except subprocess.CalledProcessError as exc:
+            pytest.skip(f"could not build the veth link between namespaces: {exc.stderr.strip()}")
+        yield names
+    finally:
+        for name in names:
+            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def run_in_namespace(name: str, scenario: Callable[[], Awaitable[Any]]) -> Any:
+    """Run ``scenario`` on a uvloop in this thread, moved into network namespace ``name``
+    (setns moves only the calling thread; its sockets stay in that namespace)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns into {name} failed")
+    finally:
+        os.close(fd)
+
+    async def bounded() -> Any:
+        async with asyncio.timeout(DEADLINE):
+            return await scenario()
+
+    return uvloop.run(bounded())
+
+
+def test_path_mtu_discovery_stays_within_a_1500_byte_link_and_data_flows() -> None:
+    total = 4 * 1000 * 1000
+    receiver_params: Future[Any] = Future()
+    sender_params: Future[Any] = Future()
+
+    async def receiver() -> tuple[int, tuple[int, str], int]:
+        async with IceAgent(controlling=True, host_filter=[VETH_ADDRESSES[0]]) as agent:
+            receiver_params.set_result(await agent.gather())
+            params, fingerprint = await asyncio.wrap_future(sender_params)
+            await agent.set_remote(params.ufrag, params.pwd, params.candidates)
+            await agent.connect(10)
+            conn = await connect_quic(agent, is_client=True, cert_fingerprint=fingerprint)
+            stream = await conn.open_stream()
+            await stream.write(b"\x00")
+            got = await drain(stream)
+            async with asyncio.timeout(10):  # 1472 acked, then 4096 lost MAX_PROBES times
+                while conn._quic.mtu_search.probes_sent < 1 + MAX_PROBES or conn._quic.mtu_search.timer() is None:
+                    await asyncio.sleep(0.05)
+                while conn._quic.mtu_search.timer() - time.monotonic() < RAISE_INTERVAL / 2:
+                    await asyncio.sleep(0.05)
+            conn.close(0, "test over")
+            return conn.packet_size, got, conn._quic.mtu_search.probes_sent
+
+    async def sender() -> tuple[int, str]:
+        async with IceAgent(controlling=False, host_filter=[VETH_ADDRESSES[1]]) as agent:
+            identity = create_server_identity()
+            sender_params.set_result((await agent.gather(), identity.fingerprint))
+            params = await asyncio.wrap_future(receiver_params)
+            await agent.set_remote(params.ufrag, params.pwd, params.candidates)
+            await agent.connect(10)
+            conn = await connect_quic(agent, is_client=False, identity=identity)
+            stream = await conn.accept_stream()
+            assert await stream.read(1) == b"\x00"
+            sent = await pump(stream, total)
+            await conn.wait_closed()
+            return conn.packet_size, sent
+
+    with veth_namespaces() as (ns_receiver, ns_sender), ThreadPoolExecutor(2) as pool:
+        sending = pool.submit(run_in_namespace, ns_sender, sender)
+        receiving = pool.submit(run_in_namespace, ns_receiver, receiver)
+        client_size, (count, digest), probes = receiving.result(timeout=DEADLINE)
+        server_size, sent_digest = sending.result(timeout=DEADLINE)
+    assert (count, digest) == (total, sent_digest)
+    assert client_size == server_size == VETH_MTU - 28  # 1472: the IPv4 UDP payload of the link
+    assert probes == 1 + MAX_PROBES
