@@ -211,6 +211,11 @@ class IcePath:
         self.pair = pair
         self.remote = pair.remote
 
+    @property
+    def transport(self) -> asyncio.DatagramTransport:
+        """The selected pair's UDP socket transport (for socket options, e.g. PMTU probes)."""
+        return self._demux.transport
+
     def attach(self, on_packet: PacketHandler, on_lost: Callable[[str], None]) -> None:
         """Deliver this pair's non-STUN datagrams to ``on_packet``; report socket loss."""
         self._demux.on_lost = lambda exc: on_lost(self._agent.loss_reason(exc))

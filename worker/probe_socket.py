@@ -31,7 +31,7 @@ class ProbeSocket:
 
     def __init__(self, path: IcePath) -> None:
         # IcePath offers no accessor for its socket; its demultiplexer holds the transport.
-        self._transport: Any = path._demux.transport
+        self._transport: Any = path.transport
         self._remote = path.remote
         self._sock = self._transport.get_extra_info("socket")
         option = _MTU_DISCOVER.get(self._sock.family) if sys.platform == "linux" else None
