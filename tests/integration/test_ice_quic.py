@@ -58,6 +58,18 @@ async def connect_ice(a: IceAgent, b: IceAgent, timeout: float = 10.0) -> None:
     await asyncio.gather(a.connect(timeout), b.connect(timeout))
 
 
+async def connect_pinned(
+    receiver: IceAgent, sender: IceAgent, settings: QuicSettings | None = None
+) -> tuple[QuicTransportConnection, QuicTransportConnection]:
+    """QUIC over two connected agents: the receiver is the client pinning the sender's fresh cert."""
+    identity = create_server_identity()
+    client, server = await asyncio.gather(
+        connect_quic(receiver, is_client=True, cert_fingerprint=identity.fingerprint, settings=settings),
+        connect_quic(sender, is_client=False, identity=identity, settings=settings),
+    )
+    return client, server
+
+
 @contextlib.asynccontextmanager
 async def quic_pair(
     settings: QuicSettings | None = None,
@@ -68,11 +80,7 @@ async def quic_pair(
         IceAgent(controlling=False, host_filter=LOOPBACK) as sender,
     ):
         await connect_ice(receiver, sender)
-        identity = create_server_identity()
-        client, server = await asyncio.gather(
-            connect_quic(receiver, is_client=True, cert_fingerprint=identity.fingerprint, settings=settings),
-            connect_quic(sender, is_client=False, identity=identity, settings=settings),
-        )
+        client, server = await connect_pinned(receiver, sender, settings)
         try:
             yield client, server
         finally:
@@ -377,11 +385,7 @@ def test_losing_the_ice_session_ends_the_connection() -> None:
             IceAgent(controlling=False, host_filter=LOOPBACK) as sender,
         ):
             await connect_ice(receiver, sender)
-            identity = create_server_identity()
-            client, server = await asyncio.gather(
-                connect_quic(receiver, is_client=True, cert_fingerprint=identity.fingerprint),
-                connect_quic(sender, is_client=False, identity=identity),
-            )
+            client, server = await connect_pinned(receiver, sender)
             stream = await client.open_stream()
             reading = asyncio.create_task(stream.read(10))
             await receiver.close()
@@ -416,11 +420,7 @@ def test_consent_freshness_runs_beside_quic_and_its_expiry_ends_the_connection(
             IceAgent(controlling=False, host_filter=LOOPBACK) as sender,
         ):
             await connect_ice(receiver, sender)
-            identity = create_server_identity()
-            client, server = await asyncio.gather(
-                connect_quic(receiver, is_client=True, cert_fingerprint=identity.fingerprint),
-                connect_quic(sender, is_client=False, identity=identity),
-            )
+            client, server = await connect_pinned(receiver, sender)
             stream = await client.open_stream()
             await stream.write(b"x")
             accepted = await server.accept_stream()
