@@ -20,7 +20,6 @@ from urllib.parse import urlsplit
 from tunnelpy.common.errors import ConfigError, ExitCode, TunnelError
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 class Proto(enum.StrEnum):

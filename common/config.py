@@ -20,7 +20,6 @@ from tunnelpy.common.logs import LOG_FORMATS, LOG_LEVELS
 
 MODES = ("iroh", "iroh-manual", "custom-manual", "nostr")
 IROH, IROH_MANUAL, CUSTOM_MANUAL = "iroh", "iroh-manual", "custom-manual"
-ICE_MODES = (CUSTOM_MANUAL,)
 DEFAULT_STUN_SERVERS = ("stun.l.google.com:19302", "stun1.l.google.com:19302")
 
 

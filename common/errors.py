@@ -23,7 +23,6 @@ class ExitCode(enum.IntEnum):
     CONNECT_FAILED = 10  # could not reach the peer within the deadline
     CONNECTION_LOST = 11  # the peer connection died mid-session
     SOURCE_UNREACHABLE = 12  # the sender could not reach the requested source
-    WORKER_BOOT = 20  # a worker failed before it was ready (do not retry this spec)
     SUPERVISOR_GONE = 21  # a worker whose supervisor disappeared
     INTERRUPTED = 130  # stopped by Ctrl-C
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from tunnelpy.common import config as cfgmod
 from tunnelpy.common.errors import ConfigError, ExitCode, TunnelError
+from tunnelpy.common.private_files import write_private
 
 IMPLEMENTED_MODES = (cfgmod.IROH, cfgmod.IROH_MANUAL, cfgmod.CUSTOM_MANUAL)
 MODE_HELP = {
@@ -149,10 +149,10 @@ def generate_iroh_key(output: str, force: bool) -> int:
     path = Path(output)
     if path.exists() and not force:
         raise ConfigError(f"--output {path} exists; pass --force to overwrite it")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    with os.fdopen(os.open(path, flags, 0o600), "w") as fh:
-        fh.write(secret + "\n")
-    os.chmod(path, 0o600)
+    try:
+        write_private(path, secret + "\n")
+    except OSError as exc:
+        raise ConfigError(f"--output {path}: cannot write ({exc.strerror})") from exc
     print(f"EndpointId: {endpoint_id}")
     return 0
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunnelpy.common.config import SenderConfig
 from tunnelpy.common.errors import ProtocolError, VersionMismatch
 from tunnelpy.common.logs import get_logger
+from tunnelpy.common.private_files import write_private
 from tunnelpy.signaling import session_wire as sw
 from tunnelpy.worker import iroh_transport
 from tunnelpy.worker.session import read_exact
@@ -59,7 +58,7 @@ class IrohFrontDoor:
                     await endpoint.online()
         self.ticket = iroh_transport.ticket_of(endpoint)
         if self.config.ticket_file:
-            _write_private(self.config.ticket_file, self.ticket + "\n")
+            write_private(self.config.ticket_file, self.ticket + "\n")
         log.info(
             "supervisor.online",
             endpoint_id=str(endpoint.id()),
@@ -126,11 +125,3 @@ class IrohFrontDoor:
             return opened
         return sw.SessionAccepted(session_id=opened.session_id, worker_ticket=opened.ready.ticket)
 
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)

@@ -52,14 +52,6 @@ class WorkerSpec:
     log_level: str = "info"
 
 
-class WorkerStopped(Exception):
-    """Raised inside the worker's task group to end it with a reason and exit code."""
-
-    def __init__(self, reason: str, code: ExitCode) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
 class Worker:
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
@@ -103,7 +95,7 @@ class Worker:
                 self.conn.close(0, "session over")
             await self.rendezvous.close()
         reason, code = self._stop.result() if self._stop.done() else main.result()
-        self.report(ww.Heartbeat(**self._counters()))
+        self.report_heartbeat()
         self.report(ww.WorkerExiting(reason=reason, exit_code=int(code)))
         log.info("worker.exiting", reason=reason, exit_code=int(code), **self._counters())
         self._sock.close(0)
@@ -117,6 +109,9 @@ class Worker:
             self.stop("supervisor gone", ExitCode.SUPERVISOR_GONE)
             return
         loop.add_reader(fd, self.stop, "supervisor gone", ExitCode.SUPERVISOR_GONE)
+
+    def report_heartbeat(self) -> None:
+        self.report(ww.Heartbeat(**self._counters()))
 
     def _counters(self) -> dict:  # type: ignore[type-arg]
         t = self.traffic
@@ -132,7 +127,7 @@ class Worker:
 
     async def _heartbeats(self) -> None:
         while True:
-            self.report(ww.Heartbeat(**self._counters()))
+            self.report_heartbeat()
             await asyncio.sleep(self.spec.heartbeat_interval)
 
     async def _control(self) -> None:
@@ -155,11 +150,11 @@ class Worker:
             return "the receiver never connected", ExitCode.CONNECT_FAILED
         self.state = "connected" if self.state != "draining" else "draining"
         log.info("worker.receiver_connected", receiver_id=self.spec.receiver_id[:16])
-        self.report(ww.Heartbeat(**self._counters()))
+        self.report_heartbeat()
 
         def on_streams(open_now: int, opened: bool) -> None:
             self.report(ww.StreamOpened(open_now) if opened else ww.StreamClosed(open_now))
-            self.report(ww.Heartbeat(**self._counters()))
+            self.report_heartbeat()
 
         target = SessionTarget(self.spec.source, self.spec.addresses)
         self.session = WorkerSession(self.conn, target, self.traffic, on_streams)

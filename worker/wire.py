@@ -22,7 +22,6 @@ ALPN = b"tunnel-py/data"
 MAX_UDP_PAYLOAD = 65535
 _FLOW = struct.Struct(">I")
 _FRAME = struct.Struct(">IH")
-FLOW_HEADER_SIZE = _FLOW.size
 FRAME_HEADER_SIZE = _FRAME.size
 
 

@@ -71,15 +71,22 @@ async def connect_pinned(
 
 
 @contextlib.asynccontextmanager
-async def quic_pair(
-    settings: QuicSettings | None = None,
-) -> AsyncIterator[tuple[QuicTransportConnection, QuicTransportConnection]]:
-    """(client = receiver, server = sender) over ICE on loopback; everything closed after."""
+async def connected_agents() -> AsyncIterator[tuple[IceAgent, IceAgent]]:
+    """(receiver = controlling, sender = controlled) agents on loopback, ICE connected; closed after."""
     async with (
         IceAgent(controlling=True, host_filter=LOOPBACK) as receiver,
         IceAgent(controlling=False, host_filter=LOOPBACK) as sender,
     ):
         await connect_ice(receiver, sender)
+        yield receiver, sender
+
+
+@contextlib.asynccontextmanager
+async def quic_pair(
+    settings: QuicSettings | None = None,
+) -> AsyncIterator[tuple[QuicTransportConnection, QuicTransportConnection]]:
+    """(client = receiver, server = sender) over ICE on loopback; everything closed after."""
+    async with connected_agents() as (receiver, sender):
         client, server = await connect_pinned(receiver, sender, settings)
         try:
             yield client, server
@@ -329,11 +336,7 @@ def test_slow_reader_stalls_the_writer_within_the_windows() -> None:
 
 def test_wrong_fingerprint_is_a_clear_failure_on_both_sides() -> None:
     async def scenario() -> None:
-        async with (
-            IceAgent(controlling=True, host_filter=LOOPBACK) as receiver,
-            IceAgent(controlling=False, host_filter=LOOPBACK) as sender,
-        ):
-            await connect_ice(receiver, sender)
+        async with connected_agents() as (receiver, sender):
             identity = create_server_identity()
             wrong = create_server_identity().fingerprint
             results = await asyncio.gather(
@@ -380,11 +383,7 @@ def test_close_ends_every_waiter_with_connection_lost() -> None:
 
 def test_losing_the_ice_session_ends_the_connection() -> None:
     async def scenario() -> None:
-        async with (
-            IceAgent(controlling=True, host_filter=LOOPBACK) as receiver,
-            IceAgent(controlling=False, host_filter=LOOPBACK) as sender,
-        ):
-            await connect_ice(receiver, sender)
+        async with connected_agents() as (receiver, sender):
             client, server = await connect_pinned(receiver, sender)
             stream = await client.open_stream()
             reading = asyncio.create_task(stream.read(10))
@@ -415,11 +414,7 @@ def test_consent_freshness_runs_beside_quic_and_its_expiry_ends_the_connection(
     monkeypatch.setattr(aioice.ice.StunProtocol, "request", counting_request)
 
     async def scenario() -> None:
-        async with (
-            IceAgent(controlling=True, host_filter=LOOPBACK) as receiver,
-            IceAgent(controlling=False, host_filter=LOOPBACK) as sender,
-        ):
-            await connect_ice(receiver, sender)
+        async with connected_agents() as (receiver, sender):
             client, server = await connect_pinned(receiver, sender)
             stream = await client.open_stream()
             await stream.write(b"x")
