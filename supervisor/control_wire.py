@@ -40,6 +40,7 @@ class SessionView:
     streams_total: int
     rtt_ms: float | None
     pid: int | None
+    flows_open: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,4 +51,5 @@ class SessionRecord:
             streams_total=hb.streams_total if hb else 0,
             rtt_ms=hb.rtt_ms if hb else None,
             pid=self.process.pid if self.process is not None else None,
+            flows_open=hb.flows_open if hb else 0,
         )

@@ -36,6 +36,7 @@ class Traffic:
     bytes_down: int = 0  # source -> receiver
     streams_open: int = 0
     streams_total: int = 0
+    flows_open: int = 0  # UDP sessions: local clients with a live flow
 
 
 async def _local_to_stream(reader: asyncio.StreamReader, stream: Stream, count) -> None:

@@ -85,7 +85,7 @@ class UdpLink:
     """The tunnel side of UDP forwarding: send/receive ``(flow_id, payload)`` pairs."""
 
     def __init__(self, conn: Connection, frames: Stream, traffic: Traffic, *, outbound_is_up: bool) -> None:
-        self._conn, self._frames, self._traffic = conn, frames, traffic
+        self._conn, self._frames, self.traffic = conn, frames, traffic
         self._outbound_is_up = outbound_is_up
         self.outbox: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue(QUEUE_SIZE)
         self.dropped = 0
@@ -98,9 +98,9 @@ class UdpLink:
 
     def _count(self, n: int, outbound: bool) -> None:
         if outbound == self._outbound_is_up:
-            self._traffic.bytes_up += n
+            self.traffic.bytes_up += n
         else:
-            self._traffic.bytes_down += n
+            self.traffic.bytes_down += n
 
     async def run(self, deliver: Callable[[int, bytes], None]) -> None:
         """Pump the outbox into the tunnel and tunnel datagrams/frames into ``deliver``."""
@@ -202,6 +202,7 @@ async def serve_worker_udp(link: UdpLink, addresses: tuple[str, ...], port: int)
             log.warning("udp.flow_unreachable", flow_id=flow_id, addresses=addresses, port=port)
             return
         sockets[flow_id] = transport
+        link.traffic.flows_open = len(sockets)
         flows.add(flow_id, flow_id, time.monotonic())
         for payload in backlog:
             transport.sendto(payload)
@@ -220,6 +221,7 @@ async def serve_worker_udp(link: UdpLink, addresses: tuple[str, ...], port: int)
 
     def close_flow(flow_id: int, _key: object) -> None:
         transport = sockets.pop(flow_id, None)
+        link.traffic.flows_open = len(sockets)
         if transport is not None:
             transport.close()
 

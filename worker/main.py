@@ -123,6 +123,7 @@ class Worker:
             streams_open=t.streams_open,
             streams_total=t.streams_total,
             rtt_ms=rtt,
+            flows_open=t.flows_open,
         )
 
     async def _heartbeats(self) -> None:

@@ -76,6 +76,9 @@ def test_udp_echo_from_two_clients_at_once(work, any_receiver):
             await asyncio.gather(
                 *(udp_echo_roundtrip(addr, batch) for batch in batches), udp_echo_roundtrip(addr, large)
             )
+            async with asyncio.timeout(10):  # three client addresses -> three flows in the worker
+                while (await fetch_status(work / "sender.sock")).sessions[0]["flows_open"] != 3:
+                    await asyncio.sleep(0.2)
 
     run(main())
 
