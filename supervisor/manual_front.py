@@ -19,7 +19,7 @@ from tunnelpy.signaling import manual_blocks as mb
 from tunnelpy.signaling import session_wire as sw
 from tunnelpy.signaling.paste import emit_block, read_pasted
 from tunnelpy.supervisor.worker_wire import WorkerReady
-from tunnelpy.worker.ice_parameters import IceParameters
+from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.worker.rendezvous import RendezvousSpec
 
 log = get_logger(__name__)

@@ -35,7 +35,7 @@ import ifaddr
 
 from tunnelpy.common.errors import ConfigError, ConnectFailed, ProtocolError
 from tunnelpy.common.logs import get_logger
-from tunnelpy.worker.ice_parameters import IceParameters
+from tunnelpy.signaling.ice_parameters import IceParameters
 
 log = get_logger(__name__)
 

@@ -22,7 +22,7 @@ from tunnelpy.common.errors import TunnelError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.supervisor.worker_wire import WorkerReady
 from tunnelpy.worker import iroh_transport, wire
-from tunnelpy.worker.ice_parameters import IceParameters
+from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.worker.iroh_transport import iroh
 from tunnelpy.worker.stun_probe import public_addresses
 from tunnelpy.worker.transport import Connection
