@@ -31,12 +31,12 @@ from tunnelpy.common.errors import ConfigError, ExitCode, ProtocolError, TunnelE
 from tunnelpy.common.logs import get_logger
 from tunnelpy.signaling import session_wire as sw
 from tunnelpy.supervisor import control_wire as cw
-from tunnelpy.supervisor import worker_wire as ww
 from tunnelpy.supervisor.admission import Admission, Refused
 from tunnelpy.supervisor.launcher import WorkerLauncher, describe_exit
 from tunnelpy.supervisor.liveness import Liveness
 from tunnelpy.supervisor.sessions import SessionRecord
-from tunnelpy.worker.main import WorkerSpec
+from tunnelpy.worker import contract as ww
+from tunnelpy.worker.process import WorkerSpec
 from tunnelpy.worker.rendezvous import PASTE_WAIT, RendezvousSpec
 
 log = get_logger(__name__)

@@ -1,7 +1,7 @@
 """Starting worker processes: a forkserver started before any runtime, heavy modules preloaded.
 
 The forkserver is a fresh interpreter (exec'd, not forked from the supervisor) that imports
-:mod:`tunnelpy.worker.main` (iroh, uvloop, zmq) once and then forks a worker per session in
+:mod:`tunnelpy.worker.process` (iroh, uvloop, zmq) once and then forks a worker per session in
 milliseconds. It must be started before the supervisor creates its iroh endpoint, zmq
 context or event loop (stack-notes §2); :meth:`WorkerLauncher.start` is called first thing.
 The spec travels pickled over the forkserver's pipe, never on argv.
@@ -14,7 +14,7 @@ import multiprocessing.context
 import os
 import signal
 
-from tunnelpy.worker.main import WorkerSpec, worker_entry
+from tunnelpy.worker.process import WorkerSpec, worker_entry
 
 PRELOAD = ["tunnelpy.worker.preload"]
 

@@ -7,8 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from tunnelpy.supervisor import worker_wire as ww
 from tunnelpy.supervisor.control_wire import SessionView
+from tunnelpy.worker import contract as ww
 
 
 @dataclass(slots=True)

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from tunnelpy.supervisor.local_run import ManualPair, Peer, start_receiver, start_sender
+from tunnelpy.bench.harness import ManualPair, Peer, start_receiver, start_sender
 
 
 def run(coro, timeout: float = 90.0):  # type: ignore[no-untyped-def]

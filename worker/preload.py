@@ -8,9 +8,9 @@ copy) the pages it shares with the forkserver (https://docs.python.org/3/library
 
 import gc
 
-import tunnelpy.worker.ice
-import tunnelpy.worker.main
-import tunnelpy.worker.quic_transport  # noqa: F401
+import tunnelpy.worker.process
+import tunnelpy.worker.transport.ice
+import tunnelpy.worker.transport.quic.connect  # noqa: F401
 
 gc.collect()
 gc.freeze()

@@ -7,7 +7,7 @@
   the QUIC server on the selected pair (custom-manual, later nostr).
 
 Both report the address the receiver needs as a :class:`WorkerReady`, and hand the session
-a :class:`~tunnelpy.worker.transport.Connection`.
+a :class:`~tunnelpy.worker.transport.interface.Connection`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from typing import TYPE_CHECKING, Protocol
 from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import TunnelError
 from tunnelpy.common.logs import get_logger
-from tunnelpy.supervisor.worker_wire import WorkerReady
-from tunnelpy.worker import iroh_transport, wire
 from tunnelpy.signaling.ice_parameters import IceParameters
-from tunnelpy.worker.iroh_transport import iroh
-from tunnelpy.worker.stun_probe import public_addresses
-from tunnelpy.worker.transport import Connection
+from tunnelpy.worker.contract import WorkerReady
+from tunnelpy.worker.forwarding import wire
+from tunnelpy.worker.transport import iroh_transport
+from tunnelpy.worker.transport.interface import Connection
+from tunnelpy.worker.transport.iroh_transport import iroh
+from tunnelpy.worker.transport.stun_probe import public_addresses
 
 if TYPE_CHECKING:
-    from tunnelpy.worker.quic_transport import ServerIdentity
+    from tunnelpy.worker.transport.quic.connect import ServerIdentity
 
 log = get_logger(__name__)
 
@@ -137,14 +138,14 @@ class IrohRendezvous:
 
 class IceRendezvous:
     def __init__(self, net: NetOptions, peer: IceParameters) -> None:
-        from tunnelpy.worker.ice import IceAgent
+        from tunnelpy.worker.transport.ice import IceAgent
 
         self._peer = peer
         self._agent = IceAgent(controlling=False, stun_server=stun_address(net), host_filter=net.ice_hosts)
         self._identity: ServerIdentity | None = None
 
     async def prepare(self) -> WorkerReady:
-        from tunnelpy.worker.quic_transport import create_server_identity
+        from tunnelpy.worker.transport.quic.connect import create_server_identity
 
         params = await self._agent.gather()
         await self._agent.set_remote(self._peer.ufrag, self._peer.pwd, self._peer.candidates)
@@ -158,7 +159,7 @@ class IceRendezvous:
         )
 
     async def accept(self) -> Connection:
-        from tunnelpy.worker.quic_transport import connect_quic
+        from tunnelpy.worker.transport.quic.connect import connect_quic
 
         # The receiver starts its checks only once a person pasted our answer.
         await self._agent.connect(timeout=PASTE_WAIT)

@@ -29,7 +29,7 @@ def test_bench_reports_every_row(tmp_path):
         [
             sys.executable,
             "-m",
-            "tunnelpy.supervisor.bench",
+            "tunnelpy.bench.run",
             "--size",
             "2",
             "--repeat",

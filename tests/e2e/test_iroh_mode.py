@@ -13,9 +13,9 @@ import signal
 import pytest
 
 from tests.support import Cluster, pid_alive, run
+from tunnelpy.bench.harness import EchoService, Peer, tcp_echo_roundtrip, udp_echo_roundtrip
+from tunnelpy.cli.status import fetch_status
 from tunnelpy.common.errors import ExitCode
-from tunnelpy.supervisor.local_run import EchoService, Peer, tcp_echo_roundtrip, udp_echo_roundtrip
-from tunnelpy.supervisor.status import fetch_status
 
 pytestmark = pytest.mark.e2e
 

@@ -19,9 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support import Cluster, run
-from tunnelpy.common.errors import ExitCode
-from tunnelpy.signaling.manual_blocks import BlockKind, IceOffer, decode_block
-from tunnelpy.supervisor.local_run import (
+from tunnelpy.bench.harness import (
     MANUAL_LOOPBACK,
     EchoService,
     ManualPair,
@@ -29,7 +27,9 @@ from tunnelpy.supervisor.local_run import (
     tcp_echo_roundtrip,
     udp_echo_roundtrip,
 )
-from tunnelpy.worker.stun_probe import public_address
+from tunnelpy.common.errors import ExitCode
+from tunnelpy.signaling.manual_blocks import BlockKind, IceOffer, decode_block
+from tunnelpy.worker.transport.stun_probe import public_address
 
 pytestmark = pytest.mark.e2e
 

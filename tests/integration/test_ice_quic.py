@@ -27,15 +27,15 @@ from tunnelpy.common.errors import (
     ProtocolError,
     StreamReset,
 )
-from tunnelpy.worker.ice import IceAgent, select_host_addresses
-from tunnelpy.worker.pmtud import MAX_PROBES, RAISE_INTERVAL
-from tunnelpy.worker.quic_transport import (
+from tunnelpy.worker.transport.ice import IceAgent, select_host_addresses
+from tunnelpy.worker.transport.quic.connect import (
     QuicSettings,
     QuicTransportConnection,
     connect_quic,
     create_server_identity,
     max_datagram_payload,
 )
+from tunnelpy.worker.transport.quic.pmtud import MAX_PROBES, RAISE_INTERVAL
 
 DEADLINE = 60.0
 LOOPBACK = ["127.0.0.1"]

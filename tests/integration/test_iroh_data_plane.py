@@ -19,10 +19,11 @@ from tunnelpy.common.allowlist import Proto, Source
 from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import ConnectionLost, StreamReset
 from tunnelpy.signaling import session_wire as sw
-from tunnelpy.supervisor.front_door import IrohFrontDoor, read_message
-from tunnelpy.worker import iroh_transport, wire
-from tunnelpy.worker.forward_tcp import Traffic, open_stream_with_retry
-from tunnelpy.worker.session import SessionTarget, WorkerSession, read_exact
+from tunnelpy.supervisor.front_iroh import IrohFrontDoor, read_message
+from tunnelpy.worker.forwarding import wire
+from tunnelpy.worker.forwarding.session import SessionTarget, WorkerSession, read_exact
+from tunnelpy.worker.forwarding.tcp import Traffic, open_stream_with_retry
+from tunnelpy.worker.transport import iroh_transport
 
 OFFLINE = NetOptions(no_relay=True, bind=("127.0.0.1", 0))
 

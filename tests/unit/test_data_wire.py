@@ -7,7 +7,7 @@ import random
 import pytest
 
 from tunnelpy.common.errors import ProtocolError, VersionMismatch
-from tunnelpy.worker import wire
+from tunnelpy.worker.forwarding import wire
 
 # -- stream header ---------------------------------------------------------------------
 

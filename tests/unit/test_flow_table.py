@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunnelpy.worker.forward_udp import FlowTable
+from tunnelpy.worker.forwarding.udp import FlowTable
 
 A, B, C = ("127.0.0.1", 40001), ("127.0.0.1", 40002), ("::1", 40003, 0, 0)
 

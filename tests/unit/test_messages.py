@@ -12,7 +12,7 @@ import pytest
 from tunnelpy.common.errors import ExitCode, ProtocolError, VersionMismatch
 from tunnelpy.signaling import session_wire as sw
 from tunnelpy.supervisor import control_wire as cw
-from tunnelpy.supervisor import worker_wire as ww
+from tunnelpy.worker import contract as ww
 
 SESSION_VIEW = cw.SessionView(
     session_id="s-1",

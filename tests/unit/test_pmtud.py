@@ -1,10 +1,10 @@
-"""The path-MTU search core (tunnelpy.worker.pmtud): decisions only, time passed in."""
+"""The path-MTU search core (tunnelpy.worker.transport.quic.pmtud): decisions only, time passed in."""
 
 from __future__ import annotations
 
 import pytest
 
-from tunnelpy.worker.pmtud import (
+from tunnelpy.worker.transport.quic.pmtud import (
     BLACK_HOLE_HOLDOFF,
     CONFIRM_INTERVAL,
     MAX_PROBES,

@@ -7,10 +7,10 @@ import pytest
 from aioquic.buffer import Buffer
 from aioquic.quic.packet import pull_quic_header
 
-from tunnelpy.worker.pmtud import MAX_PROBES
-from tunnelpy.worker.quic_connection import TunnelQuicConnection
-from tunnelpy.worker.quic_identity import create_server_identity
-from tunnelpy.worker.quic_settings import QuicSettings, max_datagram_payload, quic_configuration
+from tunnelpy.worker.transport.quic.connection import TunnelQuicConnection
+from tunnelpy.worker.transport.quic.identity import create_server_identity
+from tunnelpy.worker.transport.quic.pmtud import MAX_PROBES
+from tunnelpy.worker.transport.quic.settings import QuicSettings, max_datagram_payload, quic_configuration
 
 CLIENT = ("192.0.2.1", 1111)
 SERVER = ("192.0.2.2", 2222)

@@ -22,7 +22,7 @@ from tunnelpy.common.uniffi_fastcopy import BindingShapeChanged, needs_patch, pa
 def iroh():  # type: ignore[no-untyped-def]
     import iroh
 
-    import tunnelpy.worker.iroh_transport  # noqa: F401  (importing it applies the patch)
+    import tunnelpy.worker.transport.iroh_transport  # noqa: F401  (importing it applies the patch)
 
     return iroh
 

@@ -1,0 +1,236 @@
+"""The command line: ``tunnel-py`` (sender, receiver, keys, status, demo) and ``tunnel-supervisor``.
+
+Flags are generated from the option tables in :mod:`tunnelpy.common.config`, so the CLI,
+the YAML keys and the help text cannot drift apart. Only this module prints to stdout;
+everything else logs to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tunnelpy.common import config as cfgmod
+from tunnelpy.common.errors import ConfigError, ExitCode, TunnelError
+from tunnelpy.common.private_files import write_private
+
+IMPLEMENTED_MODES = (cfgmod.IROH, cfgmod.IROH_MANUAL, cfgmod.CUSTOM_MANUAL)
+MODE_HELP = {
+    cfgmod.IROH: "iroh: persistent EndpointId, discovery, relay fallback; many receivers",
+    cfgmod.IROH_MANUAL: "iroh with copy-paste signaling (OFFER/ANSWER blocks), relays off; one session",
+    cfgmod.CUSTOM_MANUAL: "full ICE + QUIC with copy-paste signaling (OFFER/ANSWER blocks); one session",
+}
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[cfgmod.Option], mode: str | None) -> None:
+    for opt in options:
+        if mode is not None and mode not in opt.modes:
+            continue
+        help_text = opt.help if opt.default in (None, (), False) else f"{opt.help} (default: {opt.default})"
+        if opt.kind == "bool":
+            parser.add_argument(opt.flag, dest=opt.key, action="store_true", default=None, help=help_text)
+        elif opt.kind == "list":
+            parser.add_argument(
+                opt.flag, dest=opt.key, action="append", default=None, metavar=opt.metavar, help=help_text
+            )
+        else:
+            kind = {"int": int, "float": float}.get(opt.kind, str)
+            parser.add_argument(opt.flag, dest=opt.key, type=kind, default=None, metavar=opt.metavar, help=help_text)
+
+
+def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
+    """The ``tunnel-py`` parser; ``bench_options=False`` skips importing the bench (faster start)."""
+    parser = argparse.ArgumentParser(
+        prog="tunnel-py",
+        description="Peer-to-peer TCP/UDP port forwarding. A sender exposes services behind NAT; a "
+        "receiver asks for one (--source) and listens locally (--target).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sender = sub.add_parser("sender", help="expose services to receivers (runs the supervisor)")
+    sender_modes = sender.add_subparsers(dest="mode", required=True, metavar="MODE")
+    for mode in IMPLEMENTED_MODES:
+        p = sender_modes.add_parser(mode, help=MODE_HELP[mode], description=MODE_HELP[mode])
+        p.add_argument("-c", "--config", help="YAML file with the same options (flags override it)")
+        add_options(p, cfgmod.SENDER_OPTIONS, mode)
+
+    receiver = sub.add_parser("receiver", help="reach a sender's service on a local address")
+    receiver_modes = receiver.add_subparsers(dest="mode", required=True, metavar="MODE")
+    for mode in IMPLEMENTED_MODES:
+        p = receiver_modes.add_parser(mode, help=MODE_HELP[mode], description=MODE_HELP[mode])
+        add_options(p, cfgmod.RECEIVER_OPTIONS, mode)
+
+    gen = sub.add_parser("generate-iroh-key", help="create a persistent iroh identity (mode 0600)")
+    gen.add_argument("-o", "--output", required=True, help="file to write the secret to ('-' = stdout)")
+    gen.add_argument("--force", action="store_true", help="overwrite an existing file")
+    show = sub.add_parser("show-iroh-node-id", help="print the EndpointId of an identity file")
+    show.add_argument("-s", "--secret-file", required=True, help="identity file from generate-iroh-key")
+
+    status = sub.add_parser("status", help="show a running supervisor's sessions")
+    status.add_argument("--control", help=f"the supervisor's control socket (default: {cfgmod.default_control_path()})")
+    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run a sender, a receiver and an echo service on loopback and "
+        "push TCP and UDP through a real tunnel (offline)",
+    )
+    demo.add_argument("--size", type=int, default=20, help="MB to push through the TCP tunnel (default: 20)")
+    bench = sub.add_parser(
+        "bench",
+        help="measure throughput, latency, setup time and memory of each mode against direct, socat and ssh -L",
+        description="Benchmark on loopback: every contender in one run, alternated, medians and min-max.",
+    )
+    if bench_options:
+        from tunnelpy.bench.run import add_bench_arguments
+
+        add_bench_arguments(bench)
+    return parser
+
+
+def _cli_values(args: argparse.Namespace, options: Sequence[cfgmod.Option]) -> dict[str, Any]:
+    return {opt.key: getattr(args, opt.key, None) for opt in options}
+
+
+def run_sender(config: cfgmod.SenderConfig) -> int:
+    from tunnelpy.common.logs import configure_logging
+    from tunnelpy.supervisor.launcher import WorkerLauncher
+
+    configure_logging("supervisor", fmt=config.log_format, level=config.log_level)
+    if config.mode not in IMPLEMENTED_MODES:
+        raise ConfigError(f"mode {config.mode!r} is not implemented yet; use one of {', '.join(IMPLEMENTED_MODES)}")
+    launcher = WorkerLauncher()
+    launcher.start()  # before any runtime exists in this process (stack-notes §2)
+
+    import uvloop
+
+    from tunnelpy.supervisor.arbiter import Supervisor
+    from tunnelpy.supervisor.front_iroh import IrohFrontDoor
+    from tunnelpy.supervisor.front_manual import ManualFrontDoor
+
+    async def serve() -> int:
+        manual = config.mode != cfgmod.IROH
+        supervisor = Supervisor(config, launcher, one_shot=manual)
+        front = ManualFrontDoor if manual else IrohFrontDoor
+        return await supervisor.run(front(config, supervisor.open_session))
+
+    return uvloop.run(serve())
+
+
+def run_receiver(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from tunnelpy.common.logs import configure_logging
+
+    raw = cfgmod.RawValues(cfgmod.RECEIVER_OPTIONS, args.mode)
+    raw.update_from_cli(_cli_values(args, cfgmod.RECEIVER_OPTIONS))
+    config = cfgmod.build_receiver_config(raw)
+    configure_logging("receiver", fmt=config.log_format, level=config.log_level)
+    if config.mode == cfgmod.IROH:
+        from tunnelpy.worker.receiver.iroh_mode import run_receiver as run
+    else:
+        from tunnelpy.worker.receiver.manual_modes import run_manual_receiver as run
+    return uvloop.run(run(config))
+
+
+def generate_iroh_key(output: str, force: bool) -> int:
+    import iroh
+
+    key = iroh.SecretKey.generate()
+    secret = base64.b64encode(key.to_bytes()).decode()
+    endpoint_id = str(key.public())
+    if output == "-":
+        print(secret)
+        print(f"EndpointId: {endpoint_id}", file=sys.stderr)
+        return 0
+    path = Path(output)
+    if path.exists() and not force:
+        raise ConfigError(f"--output {path} exists; pass --force to overwrite it")
+    try:
+        write_private(path, secret + "\n")
+    except OSError as exc:
+        raise ConfigError(f"--output {path}: cannot write ({exc.strerror})") from exc
+    print(f"EndpointId: {endpoint_id}")
+    return 0
+
+
+def show_iroh_node_id(secret_file: str) -> int:
+    import iroh
+
+    from tunnelpy.worker.transport.iroh_transport import decode_secret
+
+    try:
+        text = Path(secret_file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--secret-file {secret_file}: cannot read ({exc.strerror})") from exc
+    print(iroh.SecretKey.from_bytes(decode_secret(text, f"--secret-file {secret_file}")).public())
+    return 0
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sender":
+        values = _cli_values(args, cfgmod.SENDER_OPTIONS)
+        return run_sender(cfgmod.sender_config_from(args.mode, values, args.config))
+    if args.command == "receiver":
+        return run_receiver(args)
+    if args.command == "generate-iroh-key":
+        return generate_iroh_key(args.output, args.force)
+    if args.command == "show-iroh-node-id":
+        return show_iroh_node_id(args.secret_file)
+    if args.command == "status":
+        from tunnelpy.cli.status import show_status
+
+        return show_status(Path(args.control) if args.control else cfgmod.default_control_path(), args.json)
+    if args.command == "bench":
+        from tunnelpy.bench.run import run_bench
+
+        return run_bench(args)
+    if args.command == "demo":
+        from tunnelpy.bench.demo import run_demo
+
+        return run_demo(args.size)
+    raise AssertionError(args.command)
+
+
+def _run(func, *args: Any) -> int:  # type: ignore[no-untyped-def]
+    try:
+        return int(func(*args))
+    except TunnelError as exc:
+        print(f"tunnel-py: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.INTERRUPTED)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(bench_options=argv[:1] == ["bench"]).parse_args(argv)
+    return _run(dispatch, args)
+
+
+def build_supervisor_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tunnel-supervisor",
+        description="Run a tunnel-py sender from a YAML config (flags, where given, override the file).",
+    )
+    parser.add_argument("-c", "--config", required=True, help="sender YAML (see deploy/examples/sender.yaml)")
+    add_options(parser, cfgmod.SENDER_OPTIONS, None)
+    return parser
+
+
+def supervisor_main(argv: Sequence[str] | None = None) -> int:
+    args = build_supervisor_parser().parse_args(argv)
+
+    def run() -> int:
+        values = _cli_values(args, cfgmod.SENDER_OPTIONS)
+        return run_sender(cfgmod.sender_config_from(None, values, args.config))
+
+    return _run(run)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""TCP over a transport: one bi-stream per local TCP connection, half-close carried both ways.
+
+Both directions are bounded: the local reader is a StreamReader with a fixed limit, the
+transport write waits on the stream's send window, and the local write waits on ``drain()``
+(asyncio's high-water mark). A slow side therefore stalls the fast one instead of growing
+memory. A reset on either side aborts the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tunnelpy.common.errors import ConnectFailed, ConnectionLost, StreamReset
+from tunnelpy.common.logs import get_logger
+from tunnelpy.worker.forwarding.wire import StreamKind, stream_header
+from tunnelpy.worker.transport.interface import Connection, Stream
+
+log = get_logger(__name__)
+
+CHUNK = 256 * 1024
+READER_LIMIT = 512 * 1024
+OPEN_RETRIES = 3
+OPEN_BACKOFF = 0.1
+HAPPY_EYEBALLS_DELAY = 0.25
+DIAL_TIMEOUT = 10.0
+
+
+@dataclass(slots=True)
+class Traffic:
+    """Byte and stream counters of one session, read by heartbeats and the status view."""
+
+    bytes_up: int = 0  # receiver -> source
+    bytes_down: int = 0  # source -> receiver
+    streams_open: int = 0
+    streams_total: int = 0
+    flows_open: int = 0  # UDP sessions: local clients with a live flow
+
+
+async def _local_to_stream(reader: asyncio.StreamReader, stream: Stream, count) -> None:
+    while data := await reader.read(CHUNK):
+        await stream.write(data)
+        count(len(data))
+    await stream.finish()
+
+
+async def _stream_to_local(stream: Stream, writer: asyncio.StreamWriter, count) -> None:
+    while data := await stream.read(CHUNK):
+        writer.write(data)
+        count(len(data))
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+
+
+async def splice(
+    stream: Stream,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    traffic: Traffic,
+    *,
+    local_is_source: bool,
+) -> None:
+    """Copy both ways until both sides finished; abort both on a reset or a local error."""
+
+    def up(n: int) -> None:
+        traffic.bytes_up += n
+
+    def down(n: int) -> None:
+        traffic.bytes_down += n
+
+    to_stream_count, from_stream_count = (down, up) if local_is_source else (up, down)
+    traffic.streams_open += 1
+    traffic.streams_total += 1
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_local_to_stream(reader, stream, to_stream_count))
+            tg.create_task(_stream_to_local(stream, writer, from_stream_count))
+    except* (StreamReset, ConnectionLost, ConnectionError, OSError) as group:
+        log.debug("tcp.stream_aborted", error=str(group.exceptions[0]))
+        stream.reset()
+        writer.transport.abort()
+    finally:
+        traffic.streams_open -= 1
+        writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await writer.wait_closed()
+
+
+async def open_stream_with_retry(conn: Connection, kind: StreamKind) -> Stream:
+    """Open a stream and send its header: 3 tries, 100 ms backoff doubling (tunnel-rs parity)."""
+    delay = OPEN_BACKOFF
+    for attempt in range(1, OPEN_RETRIES + 1):
+        try:
+            stream = await conn.open_stream()
+            await stream.write(stream_header(kind))
+            return stream
+        except (ConnectionLost, StreamReset):
+            if attempt == OPEN_RETRIES:
+                raise
+            log.warning("tcp.open_stream_retry", attempt=attempt, delay=delay)
+            await asyncio.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
+async def dial(addresses: Sequence[str], port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the first answering address, starting the next every 250 ms (Happy Eyeballs).
+
+    Only the addresses the supervisor checked against the allow-list are dialled; attempts
+    are owned here and cancelled (or closed, if they connected too late) before returning.
+    """
+    errors: list[str] = []
+    attempts: list[asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = []
+    winner = None
+    try:
+        async with asyncio.timeout(DIAL_TIMEOUT):
+            for address in addresses:
+                attempts.append(asyncio.ensure_future(asyncio.open_connection(address, port, limit=READER_LIMIT)))
+                winner = await _next_success(attempts, errors, HAPPY_EYEBALLS_DELAY)
+                if winner:
+                    return winner
+            while attempts and not winner:
+                winner = await _next_success(attempts, errors, None)
+            if winner:
+                return winner
+    except TimeoutError:
+        errors.append(f"no answer within {DIAL_TIMEOUT:.0f} s")
+    finally:
+        for task in attempts:
+            task.cancel()
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result()[1].close()
+    raise ConnectFailed(f"cannot connect to port {port} on {', '.join(addresses)}: {'; '.join(errors)}")
+
+
+async def _next_success(attempts: list, errors: list[str], timeout: float | None):  # type: ignore[type-arg]
+    """Wait up to ``timeout`` for an attempt to finish; return the first connected pair."""
+    done, _ = await asyncio.wait(attempts, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    winner = None
+    for task in done:
+        attempts.remove(task)
+        if task.exception() is not None:
+            exc = task.exception()
+            errors.append(str(getattr(exc, "strerror", None) or exc))
+        elif winner is None:
+            winner = task.result()
+        else:
+            task.result()[1].close()
+    return winner

@@ -1,0 +1,80 @@
+"""Receivers of the copy-paste modes: print an OFFER, read the sender's ANSWER, connect, serve.
+
+* custom-manual: ICE as the controlling agent, then QUIC as client pinning the sender's
+  certificate SHA-256 from the answer.
+* iroh-manual: an offline iroh endpoint (relays off); the offer carries its EndpointId and
+  direct addresses (plus the STUN-seen public address when STUN is on).
+
+Both then serve ``--target`` with the same data plane as iroh mode (:func:`serve_tunnel`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from tunnelpy.common.config import CUSTOM_MANUAL, NetOptions, ReceiverConfig
+from tunnelpy.common.errors import ExitCode
+from tunnelpy.common.logs import get_logger
+from tunnelpy.signaling import manual_blocks as mb
+from tunnelpy.signaling.paste import emit_block, read_pasted
+from tunnelpy.worker.forwarding import wire
+from tunnelpy.worker.receiver.iroh_mode import run_until_stopped, serve_tunnel
+from tunnelpy.worker.rendezvous import ICE_CONNECT_TIMEOUT, iroh_direct_addresses, stun_address
+from tunnelpy.worker.transport import iroh_transport
+from tunnelpy.worker.transport.interface import Connection
+
+log = get_logger(__name__)
+
+
+async def run_manual_receiver(cfg: ReceiverConfig) -> ExitCode:
+    return await run_until_stopped(_custom_manual(cfg) if cfg.mode == CUSTOM_MANUAL else _iroh_manual(cfg))
+
+
+async def _custom_manual(cfg: ReceiverConfig) -> None:
+    from tunnelpy.worker.transport.ice import IceAgent
+    from tunnelpy.worker.transport.quic.connect import connect_quic
+
+    async with IceAgent(controlling=True, stun_server=stun_address(cfg.net), host_filter=cfg.net.ice_hosts) as agent:
+        params = await agent.gather()
+        emit_block(
+            mb.IceOffer(params.ufrag, params.pwd, params.candidates, str(cfg.source)),
+            "Give this OFFER block to the sender (tunnel-py sender custom-manual):",
+        )
+        answer = await read_pasted(mb.BlockKind.ICE_ANSWER)
+        assert isinstance(answer, mb.IceAnswer)
+        await agent.set_remote(answer.ice_ufrag, answer.ice_pwd, answer.candidates)
+        pair = await agent.connect(timeout=ICE_CONNECT_TIMEOUT)
+        conn = await connect_quic(agent, is_client=True, cert_fingerprint=answer.cert_sha256)
+        log.info("receiver.connected", transport="ice", pair=str(pair))
+        await _serve(conn, cfg)
+
+
+async def _iroh_manual(cfg: ReceiverConfig) -> None:
+    net = NetOptions(no_relay=True, bind=cfg.net.bind, stun_servers=cfg.net.stun_servers)
+    endpoint = await iroh_transport.bind_endpoint(net, secret=None, alpns=[])
+    try:
+        addresses = await iroh_direct_addresses(endpoint, net)
+        emit_block(
+            mb.IrohOffer(str(endpoint.id()), tuple(addresses), str(cfg.source)),
+            "Give this OFFER block to the sender (tunnel-py sender iroh-manual):",
+        )
+        answer = await read_pasted(mb.BlockKind.IROH_ANSWER)
+        assert isinstance(answer, mb.IrohAnswer)
+        peer = iroh_transport.iroh.EndpointAddr(
+            iroh_transport.iroh.EndpointId.from_string(answer.endpoint_id), None, list(answer.direct_addresses)
+        )
+        conn = await iroh_transport.connect(endpoint, peer, wire.ALPN, timeout=ICE_CONNECT_TIMEOUT)
+        log.info("receiver.connected", transport="iroh", peer=answer.endpoint_id[:16])
+        await _serve(conn, cfg)
+    finally:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2):
+                await endpoint.close()
+
+
+async def _serve(conn: Connection, cfg: ReceiverConfig) -> None:
+    try:
+        await serve_tunnel(conn, cfg)
+    finally:
+        conn.close(0, "receiver done")
