@@ -25,6 +25,7 @@ from tunnelpy.bench.harness import (
     start_sender,
 )
 from tunnelpy.bench.net import SETUP_DEADLINE
+from tunnelpy.common.modes import Mode
 
 SENDER_ALLOWS = ["--allowed-tcp", "127.0.0.1/32"]  # the bench server, and nothing else
 # Both sides of a copy-paste mode: gather only 127.0.0.1 candidates / bind 127.0.0.1, no STUN.
@@ -106,11 +107,9 @@ async def _listening(receiver: Peer, sender: Peer) -> tuple[str, int]:
     )
 
 
-# A fresh ModeSessions per turn; None = not implemented yet, and its rows say so.
-MODES: dict[str, Callable[[], ModeSessions] | None] = {
-    "iroh": IrohSessions,
-    "iroh-manual": partial(ManualSessions, "iroh-manual"),
-    "custom-manual": partial(ManualSessions, "custom-manual"),
-    "nostr": None,
+# A fresh ModeSessions per turn; a mode missing here is shown as not implemented.
+SESSIONS: dict[Mode, Callable[[], ModeSessions]] = {
+    Mode.IROH: IrohSessions,
+    Mode.IROH_MANUAL: partial(ManualSessions, Mode.IROH_MANUAL),
+    Mode.CUSTOM_MANUAL: partial(ManualSessions, Mode.CUSTOM_MANUAL),
 }
-IMPLEMENTED = tuple(name for name, sessions in MODES.items() if sessions is not None)

@@ -27,13 +27,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tunnelpy.bench import plot
 from tunnelpy.bench import report as br
 from tunnelpy.bench.contenders import Contender, Socat, SshForward, SshServer, Tunnel
 from tunnelpy.bench.idle import measure_idle_sessions, render_idle
 from tunnelpy.bench.memory import peak_memory, record_memory
-from tunnelpy.bench.modes import IMPLEMENTED, MODES
+from tunnelpy.bench.modes import SESSIONS
 from tunnelpy.bench.net import MESSAGE_BYTES, BenchServer, download, first_echo, ping_pong, upload
 from tunnelpy.common.errors import ExitCode, TunnelError
+from tunnelpy.common.modes import Mode
 
 LATENCY_DEADLINE = 120.0
 BENCH_ERRORS = (OSError, RuntimeError, TimeoutError, EOFError)
@@ -47,7 +49,7 @@ class Settings:
     size_mb: int
     repeat: int
     rounds: int
-    modes: tuple[str, ...]
+    modes: tuple[Mode, ...]
 
     @property
     def transfer_deadline(self) -> float:
@@ -123,7 +125,7 @@ def build_contenders(
     if sshd:
         contenders.append(SshForward(sshd))
     for name in settings.modes:
-        new_sessions = MODES[name]
+        new_sessions = SESSIONS.get(name)
         results.append(br.ContenderResult(name, "tunnel", None if new_sessions else br.NOT_IMPLEMENTED))
         if new_sessions:
             contenders.append(Tunnel(name, new_sessions))
@@ -178,10 +180,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--modes",
         type=_mode_list,
-        default=IMPLEMENTED,
+        default=tuple(SESSIONS),
         metavar="M1,M2",
-        help=f"tunnel modes to measure, comma-separated, from {','.join(MODES)} (default: "
-        f"{','.join(IMPLEMENTED)}; a mode not implemented yet is shown as skipped)",
+        help=f"tunnel modes to measure, comma-separated, from {','.join(Mode)} (default: "
+        f"{','.join(SESSIONS)}; a mode not implemented yet is shown as skipped)",
     )
     parser.add_argument("--size", type=_positive, default=100, metavar="MB", help="MB per transfer (default: 100)")
     parser.add_argument(
@@ -215,14 +217,14 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _mode_list(text: str) -> tuple[str, ...]:
-    modes = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
-    unknown = [m for m in modes if m not in MODES]
-    if unknown or not modes:
+def _mode_list(text: str) -> tuple[Mode, ...]:
+    names = tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    unknown = [m for m in names if m not in tuple(Mode)]
+    if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown mode(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(MODES)}"
+            f"unknown mode(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(Mode)}"
         )
-    return modes
+    return tuple(Mode(m) for m in names)
 
 
 def _positive(text: str) -> int:
@@ -244,7 +246,7 @@ async def _idle_sessions(count: int, work_root: Path | None) -> dict[str, object
 def run_bench(args: argparse.Namespace) -> int:
     """Exit 0 when the report was produced and every tunnel turn worked; 1 if a tunnel mode failed."""
     if args.plot:
-        br.require_matplotlib()
+        plot.require_matplotlib()
     settings = Settings(args.size, args.repeat, args.rounds, args.modes)
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     started = time.monotonic()
@@ -281,7 +283,7 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.json:
         br.write_json(report, args.json)
     if args.plot:
-        br.write_plot(report, args.plot)
+        plot.write_plot(report, args.plot)
     failed = any(run.error for result in results if result.kind == "tunnel" for run in result.runs)
     return 1 if failed else 0
 

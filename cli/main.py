@@ -1,8 +1,10 @@
 """The command line: ``tunnel-py`` (sender, receiver, keys, status, demo) and ``tunnel-supervisor``.
 
-Flags are generated from the option tables in :mod:`tunnelpy.common.config`, so the CLI,
-the YAML keys and the help text cannot drift apart. Only this module prints to stdout;
-everything else logs to stderr.
+Flags are generated from the option tables in :mod:`tunnelpy.common.options`, so the CLI,
+the YAML keys and the help text cannot drift apart. What a person reads is printed by the
+commands (``cli/``, the ``bench`` and ``demo`` commands in ``bench/``) and by the copy-paste
+dialog (:mod:`tunnelpy.signaling.paste`: blocks on stdout, prompts on stderr); everything
+else logs to stderr.
 """
 
 from __future__ import annotations
@@ -15,18 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from tunnelpy.common import config as cfgmod
+from tunnelpy.common import options as optmod
 from tunnelpy.common.errors import ConfigError, ExitCode, TunnelError
+from tunnelpy.common.modes import IMPLEMENTED, Mode
 from tunnelpy.common.private_files import write_private
 
-IMPLEMENTED_MODES = (cfgmod.IROH, cfgmod.IROH_MANUAL, cfgmod.CUSTOM_MANUAL)
-MODE_HELP = {
-    cfgmod.IROH: "iroh: persistent EndpointId, discovery, relay fallback; many receivers",
-    cfgmod.IROH_MANUAL: "iroh with copy-paste signaling (OFFER/ANSWER blocks), relays off; one session",
-    cfgmod.CUSTOM_MANUAL: "full ICE + QUIC with copy-paste signaling (OFFER/ANSWER blocks); one session",
-}
 
-
-def add_options(parser: argparse.ArgumentParser, options: Sequence[cfgmod.Option], mode: str | None) -> None:
+def add_options(parser: argparse.ArgumentParser, options: Sequence[optmod.Option], mode: str | None) -> None:
     for opt in options:
         if mode is not None and mode not in opt.modes:
             continue
@@ -53,16 +50,16 @@ def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
 
     sender = sub.add_parser("sender", help="expose services to receivers (runs the supervisor)")
     sender_modes = sender.add_subparsers(dest="mode", required=True, metavar="MODE")
-    for mode in IMPLEMENTED_MODES:
-        p = sender_modes.add_parser(mode, help=MODE_HELP[mode], description=MODE_HELP[mode])
+    for mode in IMPLEMENTED:
+        p = sender_modes.add_parser(mode, help=mode.summary, description=mode.summary)
         p.add_argument("-c", "--config", help="YAML file with the same options (flags override it)")
-        add_options(p, cfgmod.SENDER_OPTIONS, mode)
+        add_options(p, optmod.SENDER_OPTIONS, mode)
 
     receiver = sub.add_parser("receiver", help="reach a sender's service on a local address")
     receiver_modes = receiver.add_subparsers(dest="mode", required=True, metavar="MODE")
-    for mode in IMPLEMENTED_MODES:
-        p = receiver_modes.add_parser(mode, help=MODE_HELP[mode], description=MODE_HELP[mode])
-        add_options(p, cfgmod.RECEIVER_OPTIONS, mode)
+    for mode in IMPLEMENTED:
+        p = receiver_modes.add_parser(mode, help=mode.summary, description=mode.summary)
+        add_options(p, optmod.RECEIVER_OPTIONS, mode)
 
     gen = sub.add_parser("generate-iroh-key", help="create a persistent iroh identity (mode 0600)")
     gen.add_argument("-o", "--output", required=True, help="file to write the secret to ('-' = stdout)")
@@ -92,7 +89,7 @@ def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def _cli_values(args: argparse.Namespace, options: Sequence[cfgmod.Option]) -> dict[str, Any]:
+def _cli_values(args: argparse.Namespace, options: Sequence[optmod.Option]) -> dict[str, Any]:
     return {opt.key: getattr(args, opt.key, None) for opt in options}
 
 
@@ -101,8 +98,8 @@ def run_sender(config: cfgmod.SenderConfig) -> int:
     from tunnelpy.supervisor.launcher import WorkerLauncher
 
     configure_logging("supervisor", fmt=config.log_format, level=config.log_level)
-    if config.mode not in IMPLEMENTED_MODES:
-        raise ConfigError(f"mode {config.mode!r} is not implemented yet; use one of {', '.join(IMPLEMENTED_MODES)}")
+    if not Mode(config.mode).implemented:
+        raise ConfigError(f"mode {config.mode!r} is not implemented yet; use one of {', '.join(IMPLEMENTED)}")
     launcher = WorkerLauncher()
     launcher.start()  # before any runtime exists in this process (stack-notes §2)
 
@@ -113,10 +110,10 @@ def run_sender(config: cfgmod.SenderConfig) -> int:
     from tunnelpy.supervisor.front_manual import ManualFrontDoor
 
     async def serve() -> int:
-        manual = config.mode != cfgmod.IROH
+        manual = Mode(config.mode).one_shot
         supervisor = Supervisor(config, launcher, one_shot=manual)
         front = ManualFrontDoor if manual else IrohFrontDoor
-        return await supervisor.run(front(config, supervisor.open_session))
+        return await supervisor.run(lambda service: front(config, service))
 
     return uvloop.run(serve())
 
@@ -126,11 +123,11 @@ def run_receiver(args: argparse.Namespace) -> int:
 
     from tunnelpy.common.logs import configure_logging
 
-    raw = cfgmod.RawValues(cfgmod.RECEIVER_OPTIONS, args.mode)
-    raw.update_from_cli(_cli_values(args, cfgmod.RECEIVER_OPTIONS))
+    raw = optmod.RawValues(optmod.RECEIVER_OPTIONS, args.mode)
+    raw.update_from_cli(_cli_values(args, optmod.RECEIVER_OPTIONS))
     config = cfgmod.build_receiver_config(raw)
     configure_logging("receiver", fmt=config.log_format, level=config.log_level)
-    if config.mode == cfgmod.IROH:
+    if config.mode == Mode.IROH:
         from tunnelpy.worker.receiver.iroh_mode import run_receiver as run
     else:
         from tunnelpy.worker.receiver.manual_modes import run_manual_receiver as run
@@ -173,7 +170,7 @@ def show_iroh_node_id(secret_file: str) -> int:
 
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "sender":
-        values = _cli_values(args, cfgmod.SENDER_OPTIONS)
+        values = _cli_values(args, optmod.SENDER_OPTIONS)
         return run_sender(cfgmod.sender_config_from(args.mode, values, args.config))
     if args.command == "receiver":
         return run_receiver(args)
@@ -218,7 +215,7 @@ def build_supervisor_parser() -> argparse.ArgumentParser:
         description="Run a tunnel-py sender from a YAML config (flags, where given, override the file).",
     )
     parser.add_argument("-c", "--config", required=True, help="sender YAML (see deploy/examples/sender.yaml)")
-    add_options(parser, cfgmod.SENDER_OPTIONS, None)
+    add_options(parser, optmod.SENDER_OPTIONS, None)
     return parser
 
 
@@ -226,7 +223,7 @@ def supervisor_main(argv: Sequence[str] | None = None) -> int:
     args = build_supervisor_parser().parse_args(argv)
 
     def run() -> int:
-        values = _cli_values(args, cfgmod.SENDER_OPTIONS)
+        values = _cli_values(args, optmod.SENDER_OPTIONS)
         return run_sender(cfgmod.sender_config_from(None, values, args.config))
 
     return _run(run)

@@ -47,8 +47,8 @@ class VersionMismatch(ProtocolError):
     exit_code = ExitCode.VERSION_MISMATCH
 
 
-class SessionRejected(TunnelError):
-    """The sender refused our session; ``exit_code`` is set from its reason."""
+class SessionRefused(TunnelError):
+    """The sender refused a session (the wire message is ``SessionRejected``); ``exit_code`` follows its reason."""
 
     def __init__(self, message: str, exit_code: ExitCode) -> None:
         super().__init__(message)

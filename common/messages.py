@@ -1,6 +1,6 @@
 """The one codec behind every JSON wire format: frozen dataclasses <-> orjson objects.
 
-Each wire module (``signaling.session_wire``, ``supervisor.worker_wire``,
+Each wire module (``signaling.session_wire``, ``worker.contract``,
 ``supervisor.control_wire``) declares its version, its enum of kinds and its message
 classes, and calls :func:`encode` / :func:`decode` with them; field types are checked from the
 dataclass annotations so a peer's bad message becomes a :class:`ProtocolError` naming the
@@ -43,15 +43,38 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, dict)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return isinstance(value, (str, int)) and value in {m.value for m in hint}
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, dict)  # its fields are checked by _build
     return isinstance(value, hint)
 
 
-def _coerce(value: Any, hint: Any) -> Any:
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        arg = next(a for a in typing.get_args(hint) if _matches(value, a))
+        return _coerce(value, arg, where)
     if typing.get_origin(hint) is tuple:
         return tuple(value)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return hint(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
     return value
+
+
+def _build(cls: type, body: dict[str, Any], where: str) -> Any:
+    """``cls`` from a JSON object whose fields are checked against its annotations (nested too)."""
+    hints = _field_types(cls)
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in body:
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+                continue
+            raise ProtocolError(f"{where} message lacks field {f.name!r}")
+        value = body[f.name]
+        if not _matches(value, hints[f.name]):
+            raise ProtocolError(f"{where}.{f.name} has the wrong type: {value!r}")
+        values[f.name] = _coerce(value, hints[f.name], f"{where}.{f.name}")
+    return cls(**values)
 
 
 def encode(version: int, kind: enum.Enum, msg: Any) -> bytes:
@@ -79,18 +102,7 @@ def decode(data: bytes, *, protocol: str, version: int, classes: dict[Any, type]
     cls = classes.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise ProtocolError(f"{protocol}: unknown message kind {kind!r}")
-    hints = _field_types(cls)
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in body:
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
-                continue
-            raise ProtocolError(f"{protocol}: {kind} message lacks field {f.name!r}")
-        value = body[f.name]
-        if not _matches(value, hints[f.name]):
-            raise ProtocolError(f"{protocol}: {kind}.{f.name} has the wrong type: {value!r}")
-        values[f.name] = _coerce(value, hints[f.name])
-    return cls(**values)
+    return _build(cls, body, f"{protocol}: {kind}")
 
 
 class Codec:

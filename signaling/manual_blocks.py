@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, TypeAlias
 
 from tunnelpy.common.errors import ExitCode, ProtocolError, VersionMismatch
+from tunnelpy.signaling.ice_parameters import IceParameters
 
 VERSION = 1
 """The block format version: in the ``TPY<version>`` prefix and in the JSON ``version`` field."""
@@ -53,9 +54,7 @@ class IceOffer:
     """Receiver -> sender (custom-manual): its ICE credentials, candidates and wanted source."""
 
     KIND: ClassVar[BlockKind] = BlockKind.ICE_OFFER
-    ice_ufrag: str
-    ice_pwd: str
-    candidates: tuple[str, ...]
+    ice: IceParameters
     source: str  # e.g. "tcp://127.0.0.1:22": what the sender should connect to
 
 
@@ -64,9 +63,7 @@ class IceAnswer:
     """Sender -> receiver: its ICE credentials, candidates and its QUIC certificate pin."""
 
     KIND: ClassVar[BlockKind] = BlockKind.ICE_ANSWER
-    ice_ufrag: str
-    ice_pwd: str
-    candidates: tuple[str, ...]
+    ice: IceParameters
     cert_sha256: str  # lowercase hex SHA-256 of the sender's certificate DER
 
 
@@ -162,8 +159,7 @@ _REPASTE = "copy the whole block again, from the BEGIN line to the END line"
 def encode_block(msg: BlockMessage) -> str:
     """Render ``msg`` as a block of marker lines and a wrapped body, ending with a newline."""
     payload: dict[str, Any] = {"version": VERSION}
-    for name in msg.__slots__:
-        value = getattr(msg, name)
+    for name, value in _flat_fields(msg):
         payload[name] = list(value) if isinstance(value, tuple) else value
     raw = json.dumps(payload, separators=(",", ":")).encode()
     b64 = base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
@@ -338,16 +334,32 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     return obj
 
 
+# On the wire the ICE parameters are flat fields, as a person reading a decoded block expects.
+_ICE_FIELDS = ("ice_ufrag", "ice_pwd", "candidates")
+
+
+def _flat_fields(msg: BlockMessage) -> Iterable[tuple[str, Any]]:
+    for name in msg.__slots__:
+        value = getattr(msg, name)
+        if isinstance(value, IceParameters):
+            yield from zip(_ICE_FIELDS, (value.ufrag, value.pwd, value.candidates), strict=True)
+        else:
+            yield name, value
+
+
 def _build_message(obj: dict[str, Any], kind: BlockKind) -> BlockMessage:
     cls = _MESSAGE_TYPES[kind]
     values: dict[str, Any] = {}
     for name in cls.__slots__:
-        if name not in obj:
-            raise MissingField(
-                f"the {kind.value} block has no {name!r} field: the other side runs an "
-                "incompatible tunnel-py; upgrade both sides to the same version"
-            )
-        values[name] = _check_field(kind, name, obj[name])
+        wire_names = _ICE_FIELDS if name == "ice" else (name,)
+        for wire_name in wire_names:
+            if wire_name not in obj:
+                raise MissingField(
+                    f"the {kind.value} block has no {wire_name!r} field: the other side runs an "
+                    "incompatible tunnel-py; upgrade both sides to the same version"
+                )
+        checked = [_check_field(kind, wire_name, obj[wire_name]) for wire_name in wire_names]
+        values[name] = IceParameters(*checked) if name == "ice" else checked[0]
     return cls(**values)
 
 

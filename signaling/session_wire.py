@@ -24,6 +24,7 @@ VERSION = 1
 ALPN = b"tunnel-py/session"
 MAX_MESSAGE = 16 * 1024
 _LENGTH = struct.Struct(">I")
+LENGTH_SIZE = _LENGTH.size
 
 
 class Kind(enum.StrEnum):
@@ -89,18 +90,49 @@ def encode(msg: Message) -> bytes:
     return _LENGTH.pack(len(body)) + body
 
 
-def decode_length(prefix: bytes) -> int:
-    """Length of the body that follows a 4-byte prefix; rejects oversize before reading it."""
-    if len(prefix) != _LENGTH.size:
-        raise ProtocolError("session message truncated: the peer closed inside the length prefix")
-    (length,) = _LENGTH.unpack(prefix)
-    if length > MAX_MESSAGE:
-        raise ProtocolError(f"session message of {length} bytes exceeds {MAX_MESSAGE}: not a tunnel-py peer?")
-    return length
-
-
 def decode(body: bytes) -> Message:
     return _CODEC.decode(body)
 
 
-LENGTH_SIZE = _LENGTH.size
+class MessageDecoder:
+    """Sans-IO framing: feed bytes as they arrive, take whole messages out.
+
+    The length prefix is checked before any of the body is buffered, so a peer cannot make
+    us hold more than :data:`MAX_MESSAGE` bytes.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._length: int | None = None
+
+    def wanted(self) -> int:
+        """How many more bytes the next message needs (at least 1)."""
+        if self._length is None:
+            return max(1, _LENGTH.size - len(self._buffer))
+        return max(1, _LENGTH.size + self._length - len(self._buffer))
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        if self._length is None and len(self._buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(self._buffer)
+            if length > MAX_MESSAGE:
+                raise ProtocolError(f"session message of {length} bytes exceeds {MAX_MESSAGE}: not a tunnel-py peer?")
+            self._length = length
+
+    def next(self) -> Message | None:
+        """The next whole message, or None until more bytes are fed."""
+        if self._length is None or len(self._buffer) < _LENGTH.size + self._length:
+            return None
+        end = _LENGTH.size + self._length
+        body = bytes(self._buffer[_LENGTH.size : end])
+        del self._buffer[:end]
+        self._length = None
+        self.feed(b"")
+        return decode(body)
+
+    def eof(self) -> None:
+        """The peer finished: an error unless we are between messages."""
+        if self._length is None and self._buffer:
+            raise ProtocolError("session message truncated: the peer closed inside the length prefix")
+        if self._length is not None:
+            raise ProtocolError("session message truncated: the peer closed mid-message")

@@ -1,56 +1,104 @@
-"""Admission control, without I/O: who may open a session now, and the slots they hold.
+"""Admission control, without I/O: every decision on who may open a session now.
 
-Decisions take ``now`` as a parameter. Besides ``max_sessions`` it caps re-admission storms:
-one receiver may be admitted at most ``per_receiver_burst`` times per ``window`` seconds, so
-a receiver stuck in a reconnect loop cannot keep the sender spawning workers.
+One core decides, in this order: the receiver's identity (``authorized``: None admits any
+receiver), draining, the requested source against the allow-lists (given the addresses it
+resolved to: resolving is I/O and happens before), ``max_sessions``, and a cap on
+re-admission storms: one receiver may be admitted at most ``per_receiver_burst`` times per
+``window`` seconds, so a receiver stuck in a reconnect loop cannot keep the sender spawning
+workers. Decisions take ``now`` as a parameter and return :class:`Admitted` or
+:class:`Refused`; each front door turns a refusal into its own wire message.
 """
 
 from __future__ import annotations
 
+import enum
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tunnelpy.signaling.session_wire import RejectReason
+from tunnelpy.common.allowlist import AllowLists, Source, SourceNotAllowed, SourceUnresolvable
+
+
+class Refusal(enum.StrEnum):
+    """Why a session was refused; the values are the session wire's reject reasons."""
+
+    UNAUTHORIZED = "unauthorized"
+    NOT_ALLOWED = "not_allowed"
+    AT_CAPACITY = "at_capacity"
+    DRAINING = "draining"
+    SOURCE_UNREACHABLE = "source_unreachable"
+    INTERNAL = "internal"
 
 
 @dataclass(frozen=True, slots=True)
 class Admitted:
     session_id: str
+    addresses: tuple[str, ...] = ()  # the checked addresses the worker will dial
 
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    reason: RejectReason
+    reason: Refusal
     message: str
 
 
 @dataclass(slots=True)
 class Admission:
+    """Driven by the session service (``admit``/``release``) and the arbiter (``draining``)."""
+
     max_sessions: int
+    authorized: frozenset[str] | None = None
+    allowed: AllowLists = field(default_factory=AllowLists)
     per_receiver_burst: int = 30
     window: float = 60.0
     draining: bool = False
     _active: dict[str, str] = field(default_factory=dict)  # session_id -> receiver_id
     _recent: dict[str, deque[float]] = field(default_factory=dict)
 
-    def admit(self, session_id: str, receiver_id: str, now: float) -> Admitted | Refused:
+    def authorize(self, receiver_id: str) -> Refused | None:
+        """The identity check alone: cheap, so a front door can make it as soon as a peer connects."""
+        if self.authorized is not None and receiver_id not in self.authorized:
+            return Refused(Refusal.UNAUTHORIZED, f"receiver {receiver_id} is not in the sender's --authorized-keys")
+        return None
+
+    def check_source(self, source: Source, resolved: Iterable[str]) -> Admitted | Refused:
+        """The allow-list decision for ``source`` resolved to ``resolved`` (session id left empty)."""
+        try:
+            return Admitted("", self.allowed.check(source, resolved))
+        except SourceNotAllowed as exc:
+            return Refused(Refusal.NOT_ALLOWED, str(exc))
+        except SourceUnresolvable as exc:
+            return Refused(Refusal.SOURCE_UNREACHABLE, str(exc))
+
+    def admit(
+        self, session_id: str, receiver_id: str, now: float, source: tuple[Source, Iterable[str]] | None = None
+    ) -> Admitted | Refused:
+        """Take a slot for ``session_id`` or say why not; ``source`` is (source, its resolved addresses)."""
+        if refused := self.authorize(receiver_id):
+            return refused
         if self.draining:
-            return Refused(RejectReason.DRAINING, "the sender is shutting down; try again later")
+            return Refused(Refusal.DRAINING, "the sender is shutting down; try again later")
+        addresses: tuple[str, ...] = ()
+        if source is not None:
+            checked = self.check_source(*source)
+            if isinstance(checked, Refused):
+                return checked
+            addresses = checked.addresses
         if len(self._active) >= self.max_sessions:
             return Refused(
-                RejectReason.AT_CAPACITY,
+                Refusal.AT_CAPACITY,
                 f"sender at capacity ({len(self._active)}/{self.max_sessions} sessions); try again later",
             )
         self._forget_quiet_receivers(now)
         recent = self._recent.setdefault(receiver_id, deque())
         if len(recent) >= self.per_receiver_burst:
             return Refused(
-                RejectReason.AT_CAPACITY,
+                Refusal.AT_CAPACITY,
                 f"too many sessions from this receiver ({len(recent)} in {self.window:.0f} s); slow down",
             )
         recent.append(now)
         self._active[session_id] = receiver_id
-        return Admitted(session_id)
+        return Admitted(session_id, addresses)
 
     def _forget_quiet_receivers(self, now: float) -> None:
         """Drop admissions older than the window, and receivers with none left (bounded memory)."""

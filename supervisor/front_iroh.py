@@ -1,8 +1,9 @@
 """The iroh front door: the supervisor's persistent endpoint where receivers ask for sessions.
 
-For each incoming connection: authenticate the receiver by its EndpointId, read one
-:class:`~tunnelpy.signaling.session_wire.SessionRequest`, ask the arbiter to open the
-session, and answer with the worker's ticket or a rejection the receiver prints. Data never
+For each incoming connection: take the receiver's EndpointId from the handshake, answer its
+:class:`~tunnelpy.signaling.session_wire.SessionRequest` through
+:func:`~tunnelpy.signaling.front_door.answer_request` (the session service authenticates,
+admits and spawns), with the worker's ticket or a rejection the receiver prints. Data never
 passes here: the receiver then connects to the worker directly.
 """
 
@@ -10,40 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from tunnelpy.common.config import SenderConfig
-from tunnelpy.common.errors import ProtocolError, VersionMismatch
+from tunnelpy.common.errors import ProtocolError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.common.private_files import write_private
+from tunnelpy.signaling import front_door
 from tunnelpy.signaling import session_wire as sw
-from tunnelpy.worker.forwarding.session import read_exact
+from tunnelpy.supervisor.front import rejection
+from tunnelpy.supervisor.sessions import Opened, SessionService
 from tunnelpy.worker.transport import iroh_transport
-
-if TYPE_CHECKING:
-    from tunnelpy.supervisor.arbiter import Opened
 
 log = get_logger(__name__)
 
-HANDSHAKE_TIMEOUT = 30.0  # covers the request read, the worker spawn and the reply
 LINGER_TIMEOUT = 5.0
-
-OpenSession = Callable[[str, str], Awaitable["Opened | sw.SessionRejected"]]
-
-
-async def read_message(stream: iroh_transport.IrohStream) -> sw.Message:
-    length = sw.decode_length(await read_exact(stream, sw.LENGTH_SIZE))
-    body = await read_exact(stream, length)
-    if len(body) != length:
-        raise ProtocolError("session message truncated: the peer closed mid-message")
-    return sw.decode(body)
 
 
 class IrohFrontDoor:
-    def __init__(self, config: SenderConfig, open_session: OpenSession) -> None:
+    """A :class:`~tunnelpy.supervisor.front.FrontDoor` on the sender's persistent iroh endpoint;
+    driven by the arbiter (start/serve/close) and by each incoming connection."""
+
+    def __init__(self, config: SenderConfig, service: SessionService) -> None:
         self.config = config
-        self._open_session = open_session
+        self._service = service
         self.endpoint: iroh_transport.iroh.Endpoint | None = None
         self.ticket = ""
 
@@ -80,21 +70,16 @@ class IrohFrontDoor:
                 tg.create_task(self._handle(incoming))
 
     async def close(self) -> None:
-        if self.endpoint is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await self.endpoint.close()
+        await iroh_transport.close_endpoint(self.endpoint)
 
     async def _handle(self, incoming) -> None:  # type: ignore[no-untyped-def]
         conn = None
         try:
-            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            async with asyncio.timeout(front_door.HANDSHAKE_TIMEOUT):
                 conn = await (await incoming.accept()).connect()
                 receiver_id = str(conn.remote_id())
                 stream = iroh_transport.IrohStream(await conn.accept_bi())
-                reply = await self._answer(receiver_id, stream)
-                await stream.write(sw.encode(reply))
-                await stream.finish()
+                await front_door.answer_request(stream, lambda request: self._decide(receiver_id, request))
             # Let the receiver read the reply and close first; closing now could drop it.
             with contextlib.suppress(TimeoutError, iroh_transport.iroh.IrohError):
                 async with asyncio.timeout(LINGER_TIMEOUT):
@@ -107,20 +92,8 @@ class IrohFrontDoor:
             if conn is not None:
                 conn.close(0, b"")
 
-    async def _answer(self, receiver_id: str, stream) -> sw.SessionAccepted | sw.SessionRejected:  # type: ignore[no-untyped-def]
-        try:
-            request = await read_message(stream)
-        except VersionMismatch as exc:
-            return sw.SessionRejected(sw.RejectReason.VERSION_MISMATCH, str(exc))
-        if not isinstance(request, sw.SessionRequest):
-            raise ProtocolError(f"expected a session request, got {type(request).__name__}")
-        keys = self.config.authorized_keys
-        if keys is not None and receiver_id not in keys:
-            log.warning("front_door.unauthorized", receiver_id=receiver_id)
-            return sw.SessionRejected(
-                sw.RejectReason.UNAUTHORIZED, f"receiver {receiver_id} is not in the sender's --authorized-keys"
-            )
-        opened = await self._open_session(receiver_id, request.source)
-        if isinstance(opened, sw.SessionRejected):
-            return opened
+    async def _decide(self, receiver_id: str, request: sw.SessionRequest) -> front_door.Reply:
+        opened = await self._service.open_session(receiver_id, request.source)
+        if not isinstance(opened, Opened):
+            return rejection(opened)
         return sw.SessionAccepted(session_id=opened.session_id, worker_ticket=opened.ready.ticket)

@@ -10,54 +10,55 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable
 
-from tunnelpy.common.config import CUSTOM_MANUAL, SenderConfig
-from tunnelpy.common.errors import SessionRejected
+from tunnelpy.common.config import SenderConfig
+from tunnelpy.common.errors import SessionRefused
 from tunnelpy.common.logs import get_logger
+from tunnelpy.common.modes import Mode
 from tunnelpy.signaling import manual_blocks as mb
-from tunnelpy.signaling import session_wire as sw
-from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.signaling.paste import emit_block, read_pasted
-from tunnelpy.worker.contract import WorkerReady
-from tunnelpy.worker.rendezvous import RendezvousSpec
+from tunnelpy.supervisor.front import rejection
+from tunnelpy.supervisor.sessions import Opened, SessionService
+from tunnelpy.worker.contract import RendezvousSpec, Transport, WorkerReady
 
 log = get_logger(__name__)
 
-OpenSession = Callable[[str, str, RendezvousSpec], Awaitable[object]]
-
 
 class ManualFrontDoor:
+    """A :class:`~tunnelpy.supervisor.front.FrontDoor` for one pasted OFFER; ``start`` does the
+    whole exchange, and the arbiter stops once that session's worker is gone."""
+
     endpoint_id = ""
     ticket = ""
 
-    def __init__(self, config: SenderConfig, open_session: OpenSession) -> None:
+    def __init__(self, config: SenderConfig, service: SessionService) -> None:
         self.config = config
-        self._open_session = open_session
+        self._service = service
 
     async def start(self) -> None:
         log.info("manual.awaiting_offer", mode=self.config.mode)
-        if self.config.mode == CUSTOM_MANUAL:
+        if self.config.mode == Mode.CUSTOM_MANUAL:
             offer = await read_pasted(mb.BlockKind.ICE_OFFER)
             assert isinstance(offer, mb.IceOffer)
             # No identity in ICE offers: name the receiver by its ICE credentials for the logs.
-            receiver = "ice-" + hashlib.sha256(offer.ice_ufrag.encode()).hexdigest()[:12]
-            rendezvous = RendezvousSpec("ice", ice_peer=IceParameters(offer.ice_ufrag, offer.ice_pwd, offer.candidates))
+            receiver = "ice-" + hashlib.sha256(offer.ice.ufrag.encode()).hexdigest()[:12]
+            rendezvous = RendezvousSpec(Transport.ICE, ice_peer=offer.ice)
         else:
             offer = await read_pasted(mb.BlockKind.IROH_OFFER)
             assert isinstance(offer, mb.IrohOffer)
             receiver = offer.endpoint_id
-            rendezvous = RendezvousSpec("iroh", punch=offer.direct_addresses)
+            rendezvous = RendezvousSpec(Transport.IROH, punch=offer.direct_addresses)
         log.info("manual.offer", receiver_id=receiver, source=offer.source)
-        opened = await self._open_session(receiver, offer.source, rendezvous)
-        if isinstance(opened, sw.SessionRejected):
-            raise SessionRejected(f"refused the receiver's offer: {opened.message}", opened.reason.exit_code)
-        ready: WorkerReady = opened.ready  # type: ignore[attr-defined]
-        emit_block(self._answer(ready), "Give this ANSWER block to the receiver:")
+        opened = await self._service.open_session(receiver, offer.source, rendezvous)
+        if not isinstance(opened, Opened):
+            exit_code = rejection(opened).reason.exit_code
+            raise SessionRefused(f"refused the receiver's offer: {opened.message}", exit_code)
+        emit_block(self._answer(opened.ready), "Give this ANSWER block to the receiver:")
 
     def _answer(self, ready: WorkerReady) -> mb.BlockMessage:
-        if self.config.mode == CUSTOM_MANUAL:
-            return mb.IceAnswer(ready.ice_ufrag, ready.ice_pwd, ready.candidates, ready.cert_sha256)
+        if self.config.mode == Mode.CUSTOM_MANUAL:
+            assert ready.ice is not None, "an ICE worker reports its ICE parameters"
+            return mb.IceAnswer(ready.ice, ready.cert_sha256)
         from tunnelpy.worker.transport.iroh_transport import iroh
 
         addr = iroh.EndpointTicket.from_string(ready.ticket).endpoint_addr()

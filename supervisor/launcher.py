@@ -20,6 +20,9 @@ PRELOAD = ["tunnelpy.worker.preload"]
 
 
 class WorkerLauncher:
+    """Starts worker processes from the forkserver: :meth:`start` once, first thing, then
+    :meth:`spawn` per session."""
+
     def __init__(self) -> None:
         self._ctx = multiprocessing.get_context("forkserver")
         self._ctx.set_forkserver_preload(PRELOAD)

@@ -1,41 +1,57 @@
-"""The supervisor's record of each session: identity, state, worker process and counters."""
+"""The session service (check, admit, spawn, wait for ready) and its record of each session."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from tunnelpy.common.allowlist import Source, parse_source, resolve
+from tunnelpy.common.config import SenderConfig
+from tunnelpy.common.errors import ConfigError, ProtocolError
+from tunnelpy.common.logs import get_logger
+from tunnelpy.supervisor.admission import Admission, Refusal, Refused
 from tunnelpy.supervisor.control_wire import SessionView
-from tunnelpy.worker import contract as ww
+from tunnelpy.worker import contract
+from tunnelpy.worker.contract import SessionState
+
+if TYPE_CHECKING:  # the pool imports this module
+    from tunnelpy.supervisor.pool import WorkerPool
+
+log = get_logger(__name__)
+
+READY_TIMEOUT = 15.0
 
 
 @dataclass(slots=True)
 class SessionRecord:
-    """Driven by worker messages (``apply``) and by the arbiter's spawn/reap."""
+    """One session as the supervisor knows it: driven by worker messages (``apply``) and by the
+    pool's spawn/reap."""
 
     session_id: str
     receiver_id: str
     source: str
     started: float = field(default_factory=time.monotonic)
-    state: str = "starting"
+    state: SessionState = SessionState.STARTING
     process: Any = None  # multiprocessing Process
-    ready: asyncio.Future[ww.WorkerReady] | None = None  # how the receiver reaches the worker
-    heartbeat: ww.Heartbeat | None = None
+    ready: asyncio.Future[contract.WorkerReady] | None = None  # how the receiver reaches the worker
+    heartbeat: contract.Heartbeat | None = None
     term_sent_at: float | None = None
 
-    def apply(self, msg: ww.Message) -> None:
-        if isinstance(msg, ww.WorkerReady):
-            self.state = "waiting"
+    def apply(self, msg: contract.Message) -> None:
+        if isinstance(msg, contract.WorkerReady):
+            self.state = SessionState.WAITING
             if self.ready is not None and not self.ready.done():
                 self.ready.set_result(msg)
-        elif isinstance(msg, ww.Heartbeat):
+        elif isinstance(msg, contract.Heartbeat):
             self.heartbeat = msg
-            if self.state not in ("stopping",):
+            if self.state is not SessionState.STOPPING:
                 self.state = msg.state
-        elif isinstance(msg, ww.WorkerExiting):
-            self.state = "exiting"
+        elif isinstance(msg, contract.WorkerExiting):
+            self.state = SessionState.EXITING
 
     def view(self, now: float) -> SessionView:
         hb = self.heartbeat
@@ -43,7 +59,7 @@ class SessionRecord:
             session_id=self.session_id,
             receiver_id=self.receiver_id,
             source=self.source,
-            state=self.state,
+            state=self.state.value,
             age_s=round(now - self.started, 1),
             bytes_up=hb.bytes_up if hb else 0,
             bytes_down=hb.bytes_down if hb else 0,
@@ -52,4 +68,83 @@ class SessionRecord:
             rtt_ms=hb.rtt_ms if hb else None,
             pid=self.process.pid if self.process is not None else None,
             flows_open=hb.flows_open if hb else 0,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """An admitted session whose worker is ready: ``ready`` says how the receiver reaches it."""
+
+    session_id: str
+    ready: contract.WorkerReady
+
+
+class SessionService:
+    """What every front door calls: ``open_session`` turns a request into a ready worker or a
+    :class:`Refused` the front door sends back in its own wire format."""
+
+    def __init__(self, config: SenderConfig, admission: Admission, pool: WorkerPool, *, one_shot: bool) -> None:
+        self.config = config
+        self.admission = admission
+        self.pool = pool
+        self.accept_timeout = contract.PASTE_WAIT if one_shot else contract.ACCEPT_TIMEOUT
+
+    async def open_session(
+        self, receiver_id: str, source_text: str, rendezvous: contract.RendezvousSpec | None = None
+    ) -> Opened | Refused:
+        """Check, admit and spawn. Never raises for a user error: every refusal is an answer."""
+        if refused := self.admission.authorize(receiver_id):
+            log.warning("session.refused", reason=refused.reason.value, receiver_id=receiver_id)
+            return refused
+        try:
+            source = parse_source(source_text, what="requested source")
+        except ConfigError as exc:
+            return self._refuse(Refused(Refusal.NOT_ALLOWED, str(exc)), receiver_id)
+        session_id = secrets.token_hex(8)
+        decision = self.admission.admit(session_id, receiver_id, time.monotonic(), (source, await resolve(source)))
+        if isinstance(decision, Refused):
+            return self._refuse(decision, receiver_id)
+        record = SessionRecord(session_id, receiver_id, str(source))
+        record.ready = asyncio.get_running_loop().create_future()
+        self.pool.spawn_worker(record, self._spec(record, source, decision.addresses, rendezvous))
+        try:
+            async with asyncio.timeout(READY_TIMEOUT):
+                ready = await record.ready
+        except (TimeoutError, ProtocolError) as exc:
+            log.error("session.worker_not_ready", session_id=session_id, error=str(exc) or "timeout")
+            self.pool.terminate(record, "not ready")
+            return Refused(Refusal.INTERNAL, "the sender's worker failed to start")
+        log.info(
+            "session.opened",
+            session_id=session_id,
+            receiver_id=receiver_id,
+            source=str(source),
+            worker_pid=record.process.pid,
+        )
+        return Opened(session_id, ready)
+
+    @staticmethod
+    def _refuse(refused: Refused, receiver_id: str) -> Refused:
+        log.warning("session.refused", reason=refused.reason.value, receiver_id=receiver_id, error=refused.message)
+        return refused
+
+    def _spec(
+        self,
+        record: SessionRecord,
+        source: Source,
+        addresses: tuple[str, ...],
+        rendezvous: contract.RendezvousSpec | None,
+    ) -> contract.WorkerSpec:
+        return contract.WorkerSpec(
+            session_id=record.session_id,
+            source=source,
+            addresses=addresses,
+            receiver_id=record.receiver_id,
+            rendezvous=rendezvous or contract.RendezvousSpec(),
+            net=self.config.net,
+            control_endpoint=self.pool.endpoint,
+            supervisor_pid=os.getpid(),
+            log_format="console" if self.config.log_format == "console" else "json",
+            log_level=self.config.log_level,
+            accept_timeout=self.accept_timeout,
         )

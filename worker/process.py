@@ -15,48 +15,31 @@ import contextlib
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
 
 import uvloop
 import zmq
 import zmq.asyncio
 
-from tunnelpy.common.allowlist import Source
-from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import ExitCode, TunnelError
 from tunnelpy.common.logs import configure_logging, get_logger
 from tunnelpy.worker import contract as ww
+from tunnelpy.worker.contract import SessionState, WorkerSpec
 from tunnelpy.worker.forwarding.session import SessionTarget, WorkerSession
 from tunnelpy.worker.forwarding.tcp import Traffic
-from tunnelpy.worker.rendezvous import RendezvousSpec, make_rendezvous
+from tunnelpy.worker.rendezvous import make_rendezvous
 from tunnelpy.worker.transport.interface import Connection
 
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerSpec:
-    """Everything a worker needs; small, typed, and passed over a pipe (never argv)."""
-
-    session_id: str
-    source: Source
-    addresses: tuple[str, ...]  # checked against the allow-list by the supervisor
-    receiver_id: str  # the only EndpointId this worker accepts
-    net: NetOptions
-    control_endpoint: str  # zmq ipc endpoint of the supervisor's ROUTER
-    supervisor_pid: int
-    rendezvous: RendezvousSpec = field(default_factory=RendezvousSpec)
-    heartbeat_interval: float = 1.0
-    accept_timeout: float = 30.0
-    log_format: str = "json"
-    log_level: str = "info"
-
-
 class Worker:
+    """One session's worker: driven by :meth:`run` (rendezvous, then serving), by supervisor
+    messages (Drain, Stop), SIGTERM and the supervisor's pidfd; it reports over its DEALER socket."""
+
     def __init__(self, spec: WorkerSpec) -> None:
         self.spec = spec
-        self.traffic = Traffic()
-        self.state = "starting"
+        self.traffic = Traffic(on_streams=self.report_heartbeat)
+        self.state = SessionState.WAITING
         self.session: WorkerSession | None = None
         self.conn: Connection | None = None
         self.rendezvous = make_rendezvous(spec.rendezvous, spec.net, spec.receiver_id)
@@ -82,7 +65,6 @@ class Worker:
         self._watch_supervisor(loop)
         try:
             self.report(await self.rendezvous.prepare())
-            self.state = "waiting"
             log.info("worker.ready", transport=self.spec.rendezvous.transport, source=str(self.spec.source))
             async with asyncio.TaskGroup() as tg:
                 helpers = [tg.create_task(self._heartbeats()), tg.create_task(self._control())]
@@ -137,7 +119,7 @@ class Worker:
             if isinstance(msg, ww.Stop):
                 self.stop(f"stopped by supervisor: {msg.reason}")
             elif isinstance(msg, ww.Drain):
-                self.state = "draining"
+                self.state = SessionState.DRAINING
                 if self.session is None:
                     self.stop("drained before the receiver connected")
                 else:
@@ -149,17 +131,14 @@ class Worker:
                 self.conn = await self.rendezvous.accept()
         except TimeoutError:
             return "the receiver never connected", ExitCode.CONNECT_FAILED
-        self.state = "connected" if self.state != "draining" else "draining"
+        if self.state is not SessionState.DRAINING:
+            self.state = SessionState.CONNECTED
         log.info("worker.receiver_connected", receiver_id=self.spec.receiver_id[:16])
         self.report_heartbeat()
 
-        def on_streams(open_now: int, opened: bool) -> None:
-            self.report(ww.StreamOpened(open_now) if opened else ww.StreamClosed(open_now))
-            self.report_heartbeat()
-
         target = SessionTarget(self.spec.source, self.spec.addresses)
-        self.session = WorkerSession(self.conn, target, self.traffic, on_streams)
-        if self.state == "draining":
+        self.session = WorkerSession(self.conn, target, self.traffic)
+        if self.state is SessionState.DRAINING:
             self.session.drain()
         return await self.session.serve(), ExitCode.OK
 

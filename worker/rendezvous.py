@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import TunnelError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.signaling.ice_parameters import IceParameters
-from tunnelpy.worker.contract import WorkerReady
+from tunnelpy.worker.contract import PASTE_WAIT, RendezvousSpec, Transport, WorkerReady
 from tunnelpy.worker.forwarding import wire
 from tunnelpy.worker.transport import iroh_transport
 from tunnelpy.worker.transport.interface import Connection
@@ -34,17 +33,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 ICE_CONNECT_TIMEOUT = 30.0  # once both sides run their checks
-PASTE_WAIT = 300.0  # a copy-paste worker waits this long for a person to paste its ANSWER
 PUNCH_ALPN = b"tunnel-py/punch"
-
-
-@dataclass(frozen=True, slots=True)
-class RendezvousSpec:
-    """How the worker meets its receiver: ``transport`` "iroh" or "ice", and what it knows of the peer."""
-
-    transport: str = "iroh"
-    ice_peer: IceParameters | None = None  # the receiver's ICE parameters (transport "ice")
-    punch: tuple[str, ...] = ()  # the receiver's direct addresses (iroh-manual)
 
 
 class Rendezvous(Protocol):
@@ -130,10 +119,7 @@ class IrohRendezvous:
             conn.close(1, b"not the admitted receiver")
 
     async def close(self) -> None:
-        if self._endpoint is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await self._endpoint.close()
+        await iroh_transport.close_endpoint(self._endpoint)
 
 
 class IceRendezvous:
@@ -148,15 +134,9 @@ class IceRendezvous:
         from tunnelpy.worker.transport.quic.connect import create_server_identity
 
         params = await self._agent.gather()
-        await self._agent.set_remote(self._peer.ufrag, self._peer.pwd, self._peer.candidates)
+        await self._agent.set_remote(self._peer)
         self._identity = identity = create_server_identity()
-        return WorkerReady(
-            ticket="",
-            ice_ufrag=params.ufrag,
-            ice_pwd=params.pwd,
-            candidates=params.candidates,
-            cert_sha256=identity.fingerprint,
-        )
+        return WorkerReady(ice=params, cert_sha256=identity.fingerprint)
 
     async def accept(self) -> Connection:
         from tunnelpy.worker.transport.quic.connect import connect_quic
@@ -170,7 +150,7 @@ class IceRendezvous:
 
 
 def make_rendezvous(spec: RendezvousSpec, net: NetOptions, receiver_id: str) -> Rendezvous:
-    if spec.transport == "ice":
+    if spec.transport is Transport.ICE:
         assert spec.ice_peer is not None, "an ICE worker needs the receiver's ICE parameters"
         return IceRendezvous(net, spec.ice_peer)
     return IrohRendezvous(net, receiver_id, spec.punch)

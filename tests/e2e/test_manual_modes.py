@@ -173,7 +173,7 @@ def test_custom_manual_with_coturn_stun_shows_a_server_reflexive_candidate(work)
             receiver, _ = await pair.start()
             offer = decode_block((await pair.offer()).decode(), BlockKind.ICE_OFFER)
             assert isinstance(offer, IceOffer)
-            assert any(" typ srflx " in c and "127.0.0.1" in c for c in offer.candidates), offer.candidates
+            assert any(" typ srflx " in c and "127.0.0.1" in c for c in offer.ice.candidates), offer.ice.candidates
             address = await listening_address(receiver, timeout=40)
             assert await tcp_echo_roundtrip(address, b"through STUN-gathered ICE") == b"through STUN-gathered ICE"
 

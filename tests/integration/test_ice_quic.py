@@ -27,6 +27,7 @@ from tunnelpy.common.errors import (
     ProtocolError,
     StreamReset,
 )
+from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.worker.transport.ice import IceAgent, select_host_addresses
 from tunnelpy.worker.transport.quic.connect import (
     QuicSettings,
@@ -53,8 +54,8 @@ def run(scenario: Callable[[], Awaitable[None]], loop: str = "uvloop") -> None:
 
 async def connect_ice(a: IceAgent, b: IceAgent, timeout: float = 10.0) -> None:
     pa, pb = await asyncio.gather(a.gather(), b.gather())
-    await a.set_remote(pb.ufrag, pb.pwd, pb.candidates)
-    await b.set_remote(pa.ufrag, pa.pwd, pa.candidates)
+    await a.set_remote(pb)
+    await b.set_remote(pa)
     await asyncio.gather(a.connect(timeout), b.connect(timeout))
 
 
@@ -116,9 +117,9 @@ def test_loopback_filter_gives_a_loopback_host_candidate_and_pair() -> None:
             assert [c.split()[4] for c in params.candidates] == ["127.0.0.1"]
             assert all(" typ host" in c for c in params.candidates)
             b.host_filter = ("lo",)
-            await b.set_remote(params.ufrag, params.pwd, params.candidates)
+            await b.set_remote(params)
             pb = await b.gather()
-            await a.set_remote(pb.ufrag, pb.pwd, pb.candidates)
+            await a.set_remote(pb)
             started = time.monotonic()
             pair_a, pair_b = await asyncio.gather(a.connect(10), b.connect(10))
             assert time.monotonic() - started < 5
@@ -139,7 +140,9 @@ def test_ice_deadline_gives_connect_failed_not_a_hang() -> None:
         try:
             async with IceAgent(controlling=True, host_filter=LOOPBACK) as agent:
                 await agent.gather()
-                await agent.set_remote("abcd", "x" * 22, [f"1 1 udp 2130706431 127.0.0.1 {port} typ host"])
+                await agent.set_remote(
+                    IceParameters("abcd", "x" * 22, (f"1 1 udp 2130706431 127.0.0.1 {port} typ host",))
+                )
                 started = time.monotonic()
                 with pytest.raises(ConnectFailed, match=r"no working path to the peer within 1 s"):
                     await agent.connect(timeout=1.0)
@@ -154,7 +157,7 @@ def test_ice_without_usable_candidates_fails_fast() -> None:
     async def scenario() -> None:
         async with IceAgent(controlling=True, host_filter=LOOPBACK) as agent:
             await agent.gather()
-            await agent.set_remote("abcd", "x" * 22, [])
+            await agent.set_remote(IceParameters("abcd", "x" * 22, ()))
             with pytest.raises(ConnectFailed, match="every candidate pair failed"):
                 await agent.connect(timeout=10)
 
@@ -166,7 +169,7 @@ def test_malformed_remote_parameters_are_protocol_errors() -> None:
         async with IceAgent(controlling=True, host_filter=LOOPBACK) as agent:
             await agent.gather()
             with pytest.raises(ProtocolError, match="malformed ICE candidate"):
-                await agent.set_remote("abcd", "x" * 22, ["not a candidate"])
+                await agent.set_remote(IceParameters("abcd", "x" * 22, ("not a candidate",)))
 
     run(scenario)
 
@@ -502,7 +505,7 @@ def test_path_mtu_discovery_stays_within_a_1500_byte_link_and_data_flows() -> No
         async with IceAgent(controlling=True, host_filter=[VETH_ADDRESSES[0]]) as agent:
             receiver_params.set_result(await agent.gather())
             params, fingerprint = await asyncio.wrap_future(sender_params)
-            await agent.set_remote(params.ufrag, params.pwd, params.candidates)
+            await agent.set_remote(params)
             await agent.connect(10)
             conn = await connect_quic(agent, is_client=True, cert_fingerprint=fingerprint)
             stream = await conn.open_stream()
@@ -521,7 +524,7 @@ def test_path_mtu_discovery_stays_within_a_1500_byte_link_and_data_flows() -> No
             identity = create_server_identity()
             sender_params.set_result((await agent.gather(), identity.fingerprint))
             params = await asyncio.wrap_future(receiver_params)
-            await agent.set_remote(params.ufrag, params.pwd, params.candidates)
+            await agent.set_remote(params)
             await agent.connect(10)
             conn = await connect_quic(agent, is_client=False, identity=identity)
             stream = await conn.accept_stream()

@@ -19,7 +19,9 @@ from tunnelpy.common.allowlist import Proto, Source
 from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import ConnectionLost, StreamReset
 from tunnelpy.signaling import session_wire as sw
-from tunnelpy.supervisor.front_iroh import IrohFrontDoor, read_message
+from tunnelpy.signaling.front_door import read_message
+from tunnelpy.supervisor.admission import Refusal, Refused
+from tunnelpy.supervisor.front_iroh import IrohFrontDoor
 from tunnelpy.worker.forwarding import wire
 from tunnelpy.worker.forwarding.session import SessionTarget, WorkerSession, read_exact
 from tunnelpy.worker.forwarding.tcp import Traffic, open_stream_with_retry
@@ -169,9 +171,12 @@ def test_front_door_rejects_a_newer_protocol_version_and_keeps_serving(tmp_path)
     )
     seen = []
 
-    async def open_session(receiver_id: str, source: str) -> sw.SessionRejected:
-        seen.append(source)
-        return sw.SessionRejected(sw.RejectReason.NOT_ALLOWED, "test says no")
+    class SaysNo:
+        """A session service that refuses every request (and records what was asked)."""
+
+        async def open_session(self, receiver_id: str, source: str) -> Refused:
+            seen.append(source)
+            return Refused(Refusal.NOT_ALLOWED, "test says no")
 
     async def ask(endpoint, addr, body: bytes) -> sw.Message:  # type: ignore[no-untyped-def]
         conn = await iroh_transport.connect(endpoint, addr, sw.ALPN)
@@ -184,13 +189,13 @@ def test_front_door_rejects_a_newer_protocol_version_and_keeps_serving(tmp_path)
             conn.close()
 
     async def main() -> None:
-        front = IrohFrontDoor(config, open_session)
+        front = IrohFrontDoor(config, SaysNo())  # type: ignore[arg-type]
         await front.start()
         serving = asyncio.ensure_future(front.serve())
         client = await iroh_transport.bind_endpoint(OFFLINE, secret=None, alpns=[])
         try:
             addr = front.endpoint.addr()
-            newer = await ask(client, addr, b'{"v": 2, "kind": "session_request", "source": "tcp://x:1"}')
+            newer = await ask(client, addr, b'{"v": 99, "kind": "session_request", "source": "tcp://x:1"}')
             assert isinstance(newer, sw.SessionRejected)
             assert newer.reason is sw.RejectReason.VERSION_MISMATCH
             assert "same tunnel-py version" in newer.message

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tunnelpy.signaling.session_wire import RejectReason
+from tunnelpy.common.allowlist import AllowLists, parse_networks, parse_source
 from tunnelpy.supervisor.admission import Admission, Admitted, Refused
+from tunnelpy.supervisor.admission import Refusal as RejectReason
 from tunnelpy.supervisor.liveness import Liveness
 
 # -- admission -----------------------------------------------------------------------------
@@ -145,3 +146,45 @@ def test_timeout_scales(timeout: float) -> None:
     liveness.beat("a", now=100.0)
     assert liveness.stale(now=100.0 + timeout) == []
     assert liveness.stale(now=100.0 + timeout * 1.01) == ["a"]
+
+
+# -- identity and source: the same core decides ----------------------------------------------
+
+
+def _allow_loopback_tcp() -> AllowLists:
+    return AllowLists(tcp=parse_networks(["127.0.0.0/8"], what="--allowed-tcp"))
+
+
+def test_unknown_identity_is_refused_before_anything_else() -> None:
+    admission = Admission(max_sessions=1, authorized=frozenset({"known"}), allowed=_allow_loopback_tcp())
+    admission.draining = True  # identity is decided first: an unknown peer learns nothing more
+    decision = admission.admit("a", "stranger", now=0.0)
+    assert decision == Refused(RejectReason.UNAUTHORIZED, "receiver stranger is not in the sender's --authorized-keys")
+    assert admission.authorize("known") is None
+    assert admission.active == 0
+
+
+def test_no_authorized_set_admits_any_identity() -> None:
+    assert Admission(max_sessions=1).authorize("anyone") is None
+
+
+def test_source_outside_the_allow_list_is_refused_without_taking_a_slot() -> None:
+    admission = Admission(max_sessions=1, allowed=_allow_loopback_tcp())
+    source = parse_source("tcp://10.0.0.1:22")
+    decision = admission.admit("a", "r", now=0.0, source=(source, ["10.0.0.1"]))
+    assert isinstance(decision, Refused) and decision.reason is RejectReason.NOT_ALLOWED
+    assert "outside the sender's --allowed-tcp list" in decision.message
+    assert admission.active == 0
+
+
+def test_source_that_resolved_to_nothing_is_unreachable() -> None:
+    admission = Admission(max_sessions=1, allowed=_allow_loopback_tcp())
+    decision = admission.admit("a", "r", now=0.0, source=(parse_source("tcp://nowhere:22"), []))
+    assert isinstance(decision, Refused) and decision.reason is RejectReason.SOURCE_UNREACHABLE
+
+
+def test_admitted_source_carries_the_checked_addresses() -> None:
+    admission = Admission(max_sessions=1, allowed=_allow_loopback_tcp())
+    decision = admission.admit("a", "r", now=0.0, source=(parse_source("tcp://localhost:22"), ["127.0.0.1"]))
+    assert decision == Admitted("a", ("127.0.0.1",))
+    assert admission.active == 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from pathlib import Path
 
 import pytest
 
 from tunnelpy.common import config as cfg
-from tunnelpy.common.allowlist import Proto, Source
+from tunnelpy.common import options as opts
+from tunnelpy.common.allowlist import AllowLists, Proto, Source
 from tunnelpy.common.errors import ConfigError, ExitCode
 
 REPO = Path(__file__).parents[2]
@@ -47,7 +49,7 @@ def test_defaults(tmp_path: Path, runtime_dir: Path) -> None:
     config = cfg.sender_config_from(None, {}, write(tmp_path, MINIMAL))
     assert config == cfg.SenderConfig(
         mode="iroh",
-        allowed=cfg.AllowLists(tcp=(ipaddress.ip_network("127.0.0.0/8"),), udp=()),
+        allowed=AllowLists(tcp=(ipaddress.ip_network("127.0.0.0/8"),), udp=()),
         net=cfg.NetOptions(),
         max_sessions=100,
         secret=None,
@@ -59,6 +61,30 @@ def test_defaults(tmp_path: Path, runtime_dir: Path) -> None:
         log_format="auto",
         log_level="info",
     )
+
+
+def test_a_key_in_both_tables_has_one_default() -> None:
+    sender = {o.key: o for o in opts.SENDER_OPTIONS}
+    for option in opts.RECEIVER_OPTIONS:
+        if option.key in sender:
+            assert option.default == sender[option.key].default, option.key
+
+
+def test_model_defaults_are_the_option_table_defaults() -> None:
+    """A model's field default is the table's default for that key (written once, there)."""
+    keys = {o.key for o in (*opts.SENDER_OPTIONS, *opts.RECEIVER_OPTIONS)}
+    # Resolved at build time, not defaults: None in the table means "the public STUN servers"
+    # (a model holds the servers in use) and "the per-user socket path" (default_control_path).
+    keys -= {"stun_servers", "control"}
+    checked = 0
+    for model in (cfg.SenderConfig, cfg.ReceiverConfig, cfg.NetOptions):
+        for f in dataclasses.fields(model):
+            if f.name in keys and f.default is not dataclasses.MISSING:
+                assert f.default == opts.default_of(f.name), f"{model.__name__}.{f.name}"
+                checked += 1
+    assert checked >= 15
+    net = cfg.NetOptions()
+    assert (net.relay_urls, net.no_relay, net.bind) == ((), False, None)
 
 
 def test_without_a_file_cli_values_are_enough() -> None:
@@ -402,7 +428,7 @@ RECEIVER_CLI = {"node_id": KEY_A, "source": "tcp://127.0.0.1:22", "target": "127
 
 
 def receiver(cli: dict, mode: str = "iroh") -> cfg.ReceiverConfig:
-    raw = cfg.RawValues(cfg.RECEIVER_OPTIONS, mode)
+    raw = opts.RawValues(opts.RECEIVER_OPTIONS, mode)
     raw.update_from_cli(cli)
     return cfg.build_receiver_config(raw)
 
@@ -448,7 +474,7 @@ def test_receiver_secret_file_is_masked(tmp_path: Path) -> None:
 def test_manual_receiver_needs_no_node_id_and_uses_default_stun() -> None:
     config = receiver({"source": "tcp://127.0.0.1:22", "target": "127.0.0.1:2222", "node_id": KEY_A}, "custom-manual")
     assert config.node_id is None
-    assert config.net.stun_servers == cfg.DEFAULT_STUN_SERVERS
+    assert config.net.stun_servers == opts.DEFAULT_STUN_SERVERS
 
 
 def test_stun_options() -> None:

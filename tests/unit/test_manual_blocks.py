@@ -12,20 +12,23 @@ import pytest
 
 from tunnelpy.common.errors import ExitCode, ProtocolError, VersionMismatch
 from tunnelpy.signaling import manual_blocks as mb
+from tunnelpy.signaling.ice_parameters import IceParameters
 
 ICE_OFFER = mb.IceOffer(
-    ice_ufrag="abcd",
-    ice_pwd="0123456789abcdefghijkl",
-    candidates=(
-        "6815297761 1 udp 2130706431 192.168.1.5 50000 typ host",
-        "1a2b3c 1 udp 1694498815 203.0.113.7 61000 typ srflx raddr 192.168.1.5 rport 50000",
+    ice=IceParameters(
+        ufrag="abcd",
+        pwd="0123456789abcdefghijkl",
+        candidates=(
+            "6815297761 1 udp 2130706431 192.168.1.5 50000 typ host",
+            "1a2b3c 1 udp 1694498815 203.0.113.7 61000 typ srflx raddr 192.168.1.5 rport 50000",
+        ),
     ),
     source="tcp://127.0.0.1:22",
 )
 ICE_ANSWER = mb.IceAnswer(
-    ice_ufrag="wxyz",
-    ice_pwd="zyxwvutsrqponmlkjihgfe",
-    candidates=("1 1 udp 2130706431 10.0.0.2 40000 typ host",),
+    ice=IceParameters(
+        ufrag="wxyz", pwd="zyxwvutsrqponmlkjihgfe", candidates=("1 1 udp 2130706431 10.0.0.2 40000 typ host",)
+    ),
     cert_sha256="ab" * 32,
 )
 IROH_OFFER = mb.IrohOffer(

@@ -11,6 +11,7 @@ import pytest
 
 from tunnelpy.common.errors import ExitCode, ProtocolError, VersionMismatch
 from tunnelpy.signaling import session_wire as sw
+from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.supervisor import control_wire as cw
 from tunnelpy.worker import contract as ww
 
@@ -37,17 +38,13 @@ SESSION_MESSAGES = [
 WORKER_MESSAGES = [
     ww.WorkerReady(ticket="endpointabc123"),
     ww.WorkerReady(
-        ice_ufrag="abcd",
-        ice_pwd="0123456789abcdefghijkl",
-        candidates=("1 1 udp 2130706431 10.0.0.2 40000 typ host",),
+        ice=IceParameters("abcd", "0123456789abcdefghijkl", ("1 1 udp 2130706431 10.0.0.2 40000 typ host",)),
         cert_sha256="ab" * 32,
     ),
     ww.Heartbeat(
         state="connected", bytes_up=1, bytes_down=2, streams_open=3, streams_total=4, rtt_ms=1.5, flows_open=6
     ),
     ww.Heartbeat(state="waiting", bytes_up=0, bytes_down=0, streams_open=0, streams_total=0),
-    ww.StreamOpened(streams_open=2),
-    ww.StreamClosed(streams_open=1),
     ww.WorkerExiting(reason="peer closed", exit_code=11),
     ww.Drain(),
     ww.Stop(reason="drain grace over"),
@@ -81,7 +78,7 @@ def valid_body(wire: ModuleType) -> dict:
     """A decodable message of ``wire`` as a dict, to break one thing at a time."""
     return {
         sw: {"v": sw.VERSION, "kind": "session_request", "source": "tcp://127.0.0.1:22"},
-        ww: {"v": ww.VERSION, "kind": "stream_opened", "streams_open": 1},
+        ww: {"v": ww.VERSION, "kind": "stop", "reason": "bye"},
         cw: {"v": cw.VERSION, "kind": "status_request"},
     }[wire]
 
@@ -107,8 +104,8 @@ def test_samples_cover_every_kind(wire: ModuleType, msgs: list) -> None:
 
 
 def test_encoding_is_version_kind_then_fields() -> None:
-    assert ww.encode(ww.Stop(reason="bye")) == b'{"v":1,"kind":"stop","reason":"bye"}'
-    assert ww.encode(ww.Drain()) == b'{"v":1,"kind":"drain"}'
+    assert ww.encode(ww.Stop(reason="bye")) == b'{"v":2,"kind":"stop","reason":"bye"}'
+    assert ww.encode(ww.Drain()) == b'{"v":2,"kind":"drain"}'
     assert cw.encode(cw.StatusRequest()) == b'{"v":1,"kind":"status_request"}'
 
 
@@ -116,7 +113,6 @@ def test_session_message_is_length_prefixed() -> None:
     data = sw.encode(sw.SessionRequest(source="tcp://127.0.0.1:22"))
     body = b'{"v":1,"kind":"session_request","source":"tcp://127.0.0.1:22"}'
     assert data == struct.pack(">I", len(body)) + body
-    assert sw.decode_length(data[: sw.LENGTH_SIZE]) == len(body)
 
 
 def test_rejection_decodes_to_the_enum() -> None:
@@ -138,7 +134,7 @@ def test_heartbeat_optional_fields_take_defaults() -> None:
     msg = decode_dict(
         ww,
         {
-            "v": 1,
+            "v": 2,
             "kind": "heartbeat",
             "state": "connected",
             "bytes_up": 5,
@@ -156,9 +152,9 @@ def test_float_field_accepts_an_integer() -> None:
     msg = decode_dict(
         ww,
         {
-            "v": 1,
+            "v": 2,
             "kind": "heartbeat",
-            "state": "s",
+            "state": "connected",
             "bytes_up": 0,
             "bytes_down": 0,
             "streams_open": 0,
@@ -175,13 +171,14 @@ def test_float_field_accepts_an_integer() -> None:
 @pytest.mark.parametrize(
     ("wire", "protocol"), [(sw, "session protocol"), (ww, "worker protocol"), (cw, "control protocol")]
 )
-@pytest.mark.parametrize("version", [0, 2, "1", None])
-def test_other_version_is_a_version_mismatch_that_says_what_to_do(wire: ModuleType, protocol: str, version) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("offset", [-1, 1, "str", None])
+def test_other_version_is_a_version_mismatch_that_says_what_to_do(wire: ModuleType, protocol: str, offset) -> None:  # type: ignore[no-untyped-def]
+    version = wire.VERSION + offset if isinstance(offset, int) else str(wire.VERSION) if offset else None
     body = valid_body(wire) | {"v": version}
     with pytest.raises(VersionMismatch) as info:
         decode_dict(wire, body)
     text = str(info.value)
-    assert text.startswith(f"{protocol}: peer speaks version {version!r}, we speak 1")
+    assert text.startswith(f"{protocol}: peer speaks version {version!r}, we speak {wire.VERSION}")
     assert "run the same tunnel-py version on both sides" in text
     assert info.value.exit_code is ExitCode.VERSION_MISMATCH
 
@@ -226,7 +223,7 @@ def test_unknown_kind_is_a_protocol_error(wire: ModuleType, kind) -> None:  # ty
 
 def test_kind_of_another_protocol_is_unknown() -> None:
     assert "unknown message kind 'stop'" in protocol_error(sw, b'{"v":1,"kind":"stop","reason":"x"}')
-    assert "unknown message kind 'session_request'" in protocol_error(ww, b'{"v":1,"kind":"session_request"}')
+    assert "unknown message kind 'session_request'" in protocol_error(ww, b'{"v":2,"kind":"session_request"}')
 
 
 @pytest.mark.parametrize("kind", [[], {}], ids=["list", "object"])
@@ -242,11 +239,11 @@ def test_unhashable_kind_is_a_protocol_error(kind) -> None:  # type: ignore[no-u
         (sw, {"v": 1, "kind": "session_rejected", "message": "m"}, "reason"),
         (
             ww,
-            {"v": 1, "kind": "heartbeat", "state": "s", "bytes_up": 0, "bytes_down": 0, "streams_open": 0},
+            {"v": 2, "kind": "heartbeat", "state": "connected", "bytes_up": 0, "bytes_down": 0, "streams_open": 0},
             "streams_total",
         ),
-        (ww, {"v": 1, "kind": "exiting", "reason": "r"}, "exit_code"),
-        (ww, {"v": 1, "kind": "stop"}, "reason"),
+        (ww, {"v": 2, "kind": "exiting", "reason": "r"}, "exit_code"),
+        (ww, {"v": 2, "kind": "stop"}, "reason"),
         (
             cw,
             {
@@ -268,9 +265,9 @@ def test_missing_field_is_named(wire: ModuleType, body: dict, field: str) -> Non
 
 
 HEARTBEAT = {
-    "v": 1,
+    "v": 2,
     "kind": "heartbeat",
-    "state": "s",
+    "state": "connected",
     "bytes_up": 0,
     "bytes_down": 0,
     "streams_open": 0,
@@ -299,10 +296,10 @@ STATUS_REPLY = {
         (ww, HEARTBEAT, "rtt_ms", "fast"),
         (ww, HEARTBEAT, "rtt_ms", False),  # bool is not a float either
         (ww, HEARTBEAT, "flows_open", 2.5),
-        (ww, {"v": 1, "kind": "exiting", "reason": "r"}, "exit_code", "11"),
-        (ww, {"v": 1, "kind": "ready"}, "ticket", ["t"]),
-        (ww, {"v": 1, "kind": "ready"}, "candidates", "1 1 udp 2130706431 10.0.0.2 40000 typ host"),
-        (ww, {"v": 1, "kind": "ready"}, "candidates", [1]),
+        (ww, {"v": 2, "kind": "exiting", "reason": "r"}, "exit_code", "11"),
+        (ww, {"v": 2, "kind": "ready"}, "ticket", ["t"]),
+        (ww, {"v": 2, "kind": "ready"}, "ice", "abcd"),
+        (ww, HEARTBEAT, "state", "bogus"),
         (sw, {"v": 1, "kind": "session_request"}, "source", {"host": "x"}),
         (sw, {"v": 1, "kind": "session_rejected", "message": "m"}, "reason", "bogus"),
         (sw, {"v": 1, "kind": "session_rejected", "message": "m"}, "reason", 3),
@@ -320,6 +317,24 @@ def test_wrong_field_type_is_named(wire: ModuleType, body: dict, field: str, val
     assert f"{body['kind']}.{field} has the wrong type: {value!r}" in text
 
 
+@pytest.mark.parametrize(
+    ("ice", "where"),
+    [
+        ({"ufrag": "a", "pwd": "b", "candidates": "1 1 udp 2130706431 10.0.0.2 40000 typ host"}, "ice.candidates"),
+        ({"ufrag": "a", "pwd": "b", "candidates": [1]}, "ice.candidates"),
+        ({"ufrag": 5, "pwd": "b", "candidates": []}, "ice.ufrag"),
+    ],
+)
+def test_nested_field_errors_name_the_path(ice: dict, where: str) -> None:
+    text = protocol_error(ww, orjson.dumps({"v": ww.VERSION, "kind": "ready", "ice": ice}))
+    assert f"ready.{where} has the wrong type" in text
+
+
+def test_nested_missing_field_is_named() -> None:
+    text = protocol_error(ww, orjson.dumps({"v": ww.VERSION, "kind": "ready", "ice": {"ufrag": "a", "pwd": "b"}}))
+    assert text.endswith("ready.ice message lacks field 'candidates'")
+
+
 @pytest.mark.parametrize("value", [[], {}], ids=["list", "object"])
 def test_unhashable_enum_value_is_a_protocol_error(value) -> None:  # type: ignore[no-untyped-def]
     body = {"v": 1, "kind": "session_rejected", "reason": value, "message": "m"}
@@ -328,7 +343,7 @@ def test_unhashable_enum_value_is_a_protocol_error(value) -> None:  # type: igno
 
 def test_unknown_extra_fields_are_ignored() -> None:
     # A newer peer of the same version may add optional fields; they must not break us.
-    assert ww.decode(b'{"v":1,"kind":"stop","reason":"x","extra":1}') == ww.Stop(reason="x")
+    assert ww.decode(b'{"v":2,"kind":"stop","reason":"x","extra":1}') == ww.Stop(reason="x")
 
 
 # -- session framing ------------------------------------------------------------------
@@ -344,7 +359,9 @@ def test_message_of_max_size_encodes() -> None:
     data = sw.encode(request_of_size(sw.MAX_MESSAGE))
     assert sw.MAX_MESSAGE == 16 * 1024
     assert len(data) == sw.LENGTH_SIZE + sw.MAX_MESSAGE
-    assert sw.decode_length(data[: sw.LENGTH_SIZE]) == sw.MAX_MESSAGE
+    decoder = sw.MessageDecoder()
+    decoder.feed(data)
+    assert decoder.next() == request_of_size(sw.MAX_MESSAGE)
 
 
 @pytest.mark.parametrize("size", [sw.MAX_MESSAGE + 1, 10 * sw.MAX_MESSAGE])
@@ -353,21 +370,40 @@ def test_oversize_message_refuses_to_encode(size: int) -> None:
         sw.encode(request_of_size(size))
 
 
-@pytest.mark.parametrize("length", [0, 1, sw.MAX_MESSAGE])
-def test_decode_length_accepts_up_to_max(length: int) -> None:
-    assert sw.decode_length(struct.pack(">I", length)) == length
+def test_decoder_takes_bytes_in_any_pieces() -> None:
+    messages = [sw.SessionRequest(source="tcp://127.0.0.1:22"), sw.SessionAccepted(session_id="s", worker_ticket="t")]
+    data = b"".join(sw.encode(m) for m in messages)
+    decoder, out = sw.MessageDecoder(), []
+    for i in range(len(data)):
+        assert decoder.wanted() >= 1
+        decoder.feed(data[i : i + 1])
+        while (msg := decoder.next()) is not None:
+            out.append(msg)
+    decoder.eof()
+    assert out == messages
 
 
 @pytest.mark.parametrize("length", [sw.MAX_MESSAGE + 1, 2**32 - 1])
-def test_decode_length_rejects_oversize_before_reading(length: int) -> None:
+def test_decoder_rejects_oversize_before_buffering_the_body(length: int) -> None:
+    decoder = sw.MessageDecoder()
     with pytest.raises(ProtocolError, match=f"session message of {length} bytes exceeds 16384: not a tunnel-py peer"):
-        sw.decode_length(struct.pack(">I", length))
+        decoder.feed(struct.pack(">I", length))
 
 
-@pytest.mark.parametrize("prefix", [b"", b"\x00", b"\x00\x00\x01", b"\x00\x00\x00\x01\x00"])
-def test_decode_length_rejects_a_truncated_prefix(prefix: bytes) -> None:
+@pytest.mark.parametrize("prefix", [b"\x00", b"\x00\x00\x01"])
+def test_decoder_eof_inside_the_prefix_is_truncation(prefix: bytes) -> None:
+    decoder = sw.MessageDecoder()
+    decoder.feed(prefix)
     with pytest.raises(ProtocolError, match="truncated: the peer closed inside the length prefix"):
-        sw.decode_length(prefix)
+        decoder.eof()
+
+
+def test_decoder_eof_inside_the_body_is_truncation() -> None:
+    decoder = sw.MessageDecoder()
+    decoder.feed(sw.encode(sw.SessionRequest(source="tcp://127.0.0.1:22"))[:-1])
+    assert decoder.next() is None
+    with pytest.raises(ProtocolError, match="truncated: the peer closed mid-message"):
+        decoder.eof()
 
 
 EXPECTED_EXIT_CODES = {

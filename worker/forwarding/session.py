@@ -8,7 +8,6 @@ a drain finds no TCP stream left.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from tunnelpy.common.allowlist import Proto, Source
@@ -43,17 +42,10 @@ class SessionTarget:
 
 
 class WorkerSession:
-    """Serves one receiver connection. ``on_streams`` is told each time the open-stream count changes."""
+    """Serves one receiver connection: a TCP stream per local connection, or the UDP flows."""
 
-    def __init__(
-        self,
-        conn: Connection,
-        target: SessionTarget,
-        traffic: Traffic,
-        on_streams: Callable[[int, bool], None] = lambda n, opened: None,
-    ) -> None:
+    def __init__(self, conn: Connection, target: SessionTarget, traffic: Traffic) -> None:
         self.conn, self.target, self.traffic = conn, target, traffic
-        self._on_streams = on_streams
         self.draining = False
         self._idle = asyncio.Event()
 
@@ -94,9 +86,7 @@ class WorkerSession:
             log.warning("tcp.stream_refused", error=str(exc) or "header timeout")
             stream.reset()
             return
-        self._on_streams(self.traffic.streams_open + 1, True)
         await splice(stream, reader, writer, self.traffic, local_is_source=True)
-        self._on_streams(self.traffic.streams_open, False)
         if self.draining and self.traffic.streams_open == 0:
             self._idle.set()
 

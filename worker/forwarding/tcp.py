@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tunnelpy.common.errors import ConnectFailed, ConnectionLost, StreamReset
@@ -30,13 +30,29 @@ DIAL_TIMEOUT = 10.0
 
 @dataclass(slots=True)
 class Traffic:
-    """Byte and stream counters of one session, read by heartbeats and the status view."""
+    """Byte and stream counters of one session, read by heartbeats and the status view.
+
+    ``on_streams`` is called after every change of the open-stream count (the worker pushes
+    a heartbeat then, so the status view shows a stream at once).
+    """
 
     bytes_up: int = 0  # receiver -> source
     bytes_down: int = 0  # source -> receiver
     streams_open: int = 0
     streams_total: int = 0
     flows_open: int = 0  # UDP sessions: local clients with a live flow
+    on_streams: Callable[[], None] | None = None
+
+    def stream_opened(self) -> None:
+        self.streams_open += 1
+        self.streams_total += 1
+        if self.on_streams is not None:
+            self.on_streams()
+
+    def stream_closed(self) -> None:
+        self.streams_open -= 1
+        if self.on_streams is not None:
+            self.on_streams()
 
 
 async def _local_to_stream(reader: asyncio.StreamReader, stream: Stream, count) -> None:
@@ -72,8 +88,7 @@ async def splice(
         traffic.bytes_down += n
 
     to_stream_count, from_stream_count = (down, up) if local_is_source else (up, down)
-    traffic.streams_open += 1
-    traffic.streams_total += 1
+    traffic.stream_opened()
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_local_to_stream(reader, stream, to_stream_count))
@@ -83,7 +98,7 @@ async def splice(
         stream.reset()
         writer.transport.abort()
     finally:
-        traffic.streams_open -= 1
+        traffic.stream_closed()
         writer.close()
         with contextlib.suppress(ConnectionError, OSError):
             await writer.wait_closed()

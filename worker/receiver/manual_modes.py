@@ -10,16 +10,14 @@ Both then serve ``--target`` with the same data plane as iroh mode (:func:`serve
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
-from tunnelpy.common.config import CUSTOM_MANUAL, NetOptions, ReceiverConfig
+from tunnelpy.common.config import NetOptions, ReceiverConfig
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.common.logs import get_logger
+from tunnelpy.common.modes import Mode
 from tunnelpy.signaling import manual_blocks as mb
 from tunnelpy.signaling.paste import emit_block, read_pasted
 from tunnelpy.worker.forwarding import wire
-from tunnelpy.worker.receiver.iroh_mode import run_until_stopped, serve_tunnel
+from tunnelpy.worker.receiver.tunnel import run_until_stopped, serve_tunnel
 from tunnelpy.worker.rendezvous import ICE_CONNECT_TIMEOUT, iroh_direct_addresses, stun_address
 from tunnelpy.worker.transport import iroh_transport
 from tunnelpy.worker.transport.interface import Connection
@@ -28,7 +26,7 @@ log = get_logger(__name__)
 
 
 async def run_manual_receiver(cfg: ReceiverConfig) -> ExitCode:
-    return await run_until_stopped(_custom_manual(cfg) if cfg.mode == CUSTOM_MANUAL else _iroh_manual(cfg))
+    return await run_until_stopped(_custom_manual(cfg) if cfg.mode == Mode.CUSTOM_MANUAL else _iroh_manual(cfg))
 
 
 async def _custom_manual(cfg: ReceiverConfig) -> None:
@@ -38,12 +36,12 @@ async def _custom_manual(cfg: ReceiverConfig) -> None:
     async with IceAgent(controlling=True, stun_server=stun_address(cfg.net), host_filter=cfg.net.ice_hosts) as agent:
         params = await agent.gather()
         emit_block(
-            mb.IceOffer(params.ufrag, params.pwd, params.candidates, str(cfg.source)),
+            mb.IceOffer(params, str(cfg.source)),
             "Give this OFFER block to the sender (tunnel-py sender custom-manual):",
         )
         answer = await read_pasted(mb.BlockKind.ICE_ANSWER)
         assert isinstance(answer, mb.IceAnswer)
-        await agent.set_remote(answer.ice_ufrag, answer.ice_pwd, answer.candidates)
+        await agent.set_remote(answer.ice)
         pair = await agent.connect(timeout=ICE_CONNECT_TIMEOUT)
         conn = await connect_quic(agent, is_client=True, cert_fingerprint=answer.cert_sha256)
         log.info("receiver.connected", transport="ice", pair=str(pair))
@@ -68,9 +66,7 @@ async def _iroh_manual(cfg: ReceiverConfig) -> None:
         log.info("receiver.connected", transport="iroh", peer=answer.endpoint_id[:16])
         await _serve(conn, cfg)
     finally:
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2):
-                await endpoint.close()
+        await iroh_transport.close_endpoint(endpoint)
 
 
 async def _serve(conn: Connection, cfg: ReceiverConfig) -> None:

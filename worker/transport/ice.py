@@ -276,8 +276,9 @@ class IceAgent:
             tuple(c.to_sdp() for c in candidates),
         )
 
-    async def set_remote(self, ufrag: str, pwd: str, candidates: Iterable[str]) -> None:
+    async def set_remote(self, peer: IceParameters) -> None:
         """Take the peer's credentials and its complete candidate list (no trickle)."""
+        ufrag, pwd, candidates = peer.ufrag, peer.pwd, peer.candidates
         if not _ICE_CHARS.fullmatch(ufrag) or not _ICE_CHARS.fullmatch(pwd):
             raise ProtocolError("the peer's ICE ufrag/pwd contain characters ICE does not allow")
         self._conn.remote_username, self._conn.remote_password = ufrag, pwd

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 
 import iroh
 
@@ -79,6 +80,15 @@ async def bind_endpoint(net: NetOptions, *, secret: bytes | None, alpns: list[by
         return await iroh.Endpoint.bind(endpoint_options(net, secret=secret, alpns=alpns))
     except iroh.IrohError as exc:
         raise ConfigError(f"cannot bind the iroh endpoint ({describe(exc)}); check --bind") from exc
+
+
+async def close_endpoint(endpoint: iroh.Endpoint | None) -> None:
+    """Best-effort close, bounded: shutting down must never hang on a dead peer or a crashed stack."""
+    if endpoint is None:
+        return
+    with contextlib.suppress(Exception):  # whatever iroh raises here, the endpoint is going away
+        async with asyncio.timeout(2):
+            await endpoint.close()
 
 
 def ticket_of(endpoint: iroh.Endpoint) -> str:

@@ -87,7 +87,7 @@ async def connect_quic(
                 conn = _start_client(start, pin)
             else:
                 conn = await _start_server(start)
-            await conn._wait_handshake()
+            await conn.wait_handshake()
     except TimeoutError:
         if conn is not None:
             conn.close(reason="handshake timeout")
@@ -125,7 +125,7 @@ def _start_client(start: _Start, pinned_sha256: str) -> QuicTransportConnection:
     quic = start.quic()
     quic.connect(start.path.remote, now=time.monotonic())
     conn = start.connection(quic, pinned_sha256)
-    conn._flush()
+    conn.flush()
     return conn
 
 
@@ -155,5 +155,5 @@ async def _start_server(start: _Start) -> QuicTransportConnection:
     cid = await first_cid
     conn = start.connection(start.quic(original_destination_connection_id=cid))
     for data in held:
-        conn._on_datagram(data, path.remote)
+        conn.receive_datagram(data, path.remote)
     return conn

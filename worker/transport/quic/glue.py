@@ -4,7 +4,7 @@
 ``QuicConnection`` is aioquic's sans-IO state machine; the glue feeds it three inputs, all on
 the loop thread: datagrams pushed by :class:`~tunnelpy.worker.transport.ice.IcePath` (no queue, no
 task), its timer (a loop handle for ``get_timer()``) and user calls. After any of them one
-coalesced ``_flush`` (``call_soon``) sends everything aioquic has queued, in one batch, and
+coalesced ``flush`` (``call_soon``) sends everything aioquic has queued, in one batch, and
 then the path-MTU probe that is due, if any, through :class:`ProbeSocket` (unfragmented).
 There are no background tasks: the timer and the keep-alive are loop handles, cancelled when
 the connection ends.
@@ -13,6 +13,7 @@ the connection ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import Any
 
@@ -37,8 +38,10 @@ BAD_CERTIFICATE = 0x100 + 42  # CRYPTO_ERROR carrying TLS alert bad_certificate 
 class QuicTransportConnection:
     """One QUIC connection on an ICE path (a :class:`~tunnelpy.worker.transport.interface.Connection`).
 
-    Driven by :meth:`_on_datagram` (called by the path), by the QUIC timer and by the
-    stream/datagram calls; each of them ends in one coalesced :meth:`_flush` (``call_soon``).
+    Driven by :meth:`receive_datagram` (called by the path), by the QUIC timer and by the
+    stream/datagram calls; each of them ends in one coalesced :meth:`flush` (``call_soon``).
+    Its streams reach it only through the :class:`~tunnelpy.worker.transport.quic.stream.StreamHost`
+    methods.
     """
 
     def __init__(
@@ -75,20 +78,20 @@ class QuicTransportConnection:
         self._ping_id = 0
         self._tx_bytes = 0
         self._rx_bytes = 0
-        path.attach(self._on_datagram, self._on_path_lost)
+        path.attach(self.receive_datagram, self._on_path_lost)
 
     # -- transport.Connection
 
     async def open_stream(self) -> QuicTransportStream:
         """A new bidirectional stream; the peer sees it once something (data, FIN) is sent."""
-        self._raise_if_lost()
+        self.raise_if_lost()
         stream_id = self._quic.open_bidi_stream()
         stream = self._streams[stream_id] = QuicTransportStream(self, stream_id)
         return stream
 
     async def accept_stream(self) -> QuicTransportStream:
         while not self._incoming:
-            self._raise_if_lost()
+            self.raise_if_lost()
             self._incoming_ready.clear()
             await self._incoming_ready.wait()
         return self._incoming.popleft()
@@ -100,19 +103,19 @@ class QuicTransportConnection:
 
     async def send_datagram(self, data: bytes) -> None:
         limit = self.max_datagram_size()
-        self._raise_if_lost()
+        self.raise_if_lost()
         if limit is None or len(data) > limit:
             raise DatagramTooLarge(f"a {len(data)}-byte datagram is above this connection's limit of {limit} bytes")
         while self._quic.pending_datagrams() >= DATAGRAM_SEND_QUEUE:
             self._datagram_space.clear()
             await self._datagram_space.wait()
-            self._raise_if_lost()
+            self.raise_if_lost()
         self._quic.send_datagram_frame(data)
         self._schedule_flush()
 
     async def recv_datagram(self) -> bytes:
         while not self._datagrams:
-            self._raise_if_lost()
+            self.raise_if_lost()
             self._datagram_ready.clear()
             await self._datagram_ready.wait()
         return self._datagrams.popleft()
@@ -134,10 +137,10 @@ class QuicTransportConnection:
         """Send CONNECTION_CLOSE now; every pending and later call raises ConnectionLost."""
         if self._lost_reason is not None:
             return
-        self._flush()  # best effort for data and FINs already written: aioquic's close drops them
+        self.flush()  # best effort for data and FINs already written: aioquic's close drops them
         self._quic.close(error_code=code, reason_phrase=reason)
         self._fail_everything(f"closed locally: {reason or 'no reason given'}")
-        self._flush()
+        self.flush()
 
     async def wait_closed(self) -> str:
         """Wait until the connection is over and return why."""
@@ -145,7 +148,7 @@ class QuicTransportConnection:
 
     # -- handshake (used by connect_quic)
 
-    async def _wait_handshake(self) -> None:
+    async def wait_handshake(self) -> None:
         await self._handshake_done.wait()
         if self._lost_reason is not None:
             raise ConnectFailed(f"the QUIC handshake failed: {self._lost_reason}")
@@ -163,7 +166,7 @@ class QuicTransportConnection:
 
     # -- inputs: datagrams, timer, keep-alive, path loss
 
-    def _on_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
+    def receive_datagram(self, data: bytes, addr: tuple[Any, ...]) -> None:
         self._rx_bytes += len(data)
         # The path only delivers datagrams from the selected remote address, so give aioquic
         # that exact tuple: an IPv6 4-tuple would look like a migration to a new path.
@@ -174,7 +177,7 @@ class QuicTransportConnection:
     def _on_timer(self) -> None:
         self._quic.handle_timer(self._now())
         self._process_events()
-        self._flush()
+        self.flush()
 
     def _send_keepalive(self) -> None:
         self._ping_id += 1
@@ -190,9 +193,9 @@ class QuicTransportConnection:
     def _schedule_flush(self) -> None:
         if not self._flush_pending:
             self._flush_pending = True
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """Wake writers that ACKs unblocked, send all queued datagrams, re-arm the timer."""
         self._flush_pending = False
         if self._closed.done():
@@ -215,10 +218,9 @@ class QuicTransportConnection:
 
     def _wake_writers(self) -> None:
         if self._blocked_writers:
-            limit, quic = self._settings.send_buffer, self._quic
             for stream in list(self._blocked_writers):
-                if quic.unacked_bytes(stream.stream_id) < limit:
-                    stream._writable.set()
+                if self.can_write(stream.stream_id):
+                    stream.wake_writer()
         if self._quic.pending_datagrams() < DATAGRAM_SEND_QUEUE:
             self._datagram_space.set()
 
@@ -230,16 +232,16 @@ class QuicTransportConnection:
             if isinstance(event, events.StreamDataReceived):
                 stream = self._streams.get(event.stream_id) or self._new_peer_stream(event)
                 if stream is not None:
-                    stream._on_data(event.data, event.end_stream)
+                    stream.deliver(event.data, event.end_stream)
             elif isinstance(event, events.DatagramFrameReceived):
                 self._datagrams.append(event.data)
                 self._datagram_ready.set()
             elif isinstance(event, events.StreamReset):
                 if stream := self._streams.get(event.stream_id):
-                    stream._on_reset(f"the peer reset the stream (code {event.error_code})")
+                    stream.peer_reset(event.error_code)
             elif isinstance(event, events.StopSendingReceived):
                 if stream := self._streams.get(event.stream_id):
-                    stream._on_write_error(f"the peer stopped reading (code {event.error_code})")
+                    stream.peer_stopped(event.error_code)
             elif isinstance(event, events.HandshakeCompleted):
                 self._check_pin()
                 self._handshake_done.set()
@@ -256,23 +258,50 @@ class QuicTransportConnection:
         self._incoming_ready.set()
         return stream
 
-    # -- helpers for QuicTransportStream
+    # -- StreamHost: what a QuicTransportStream asks of its connection
 
-    def _raise_if_lost(self) -> None:
+    @property
+    def is_lost(self) -> bool:
+        return self._lost_reason is not None
+
+    def raise_if_lost(self) -> None:
         if self._lost_reason is not None:
             raise ConnectionLost(self._lost_reason)
 
-    def _on_consumed(self, stream: QuicTransportStream, count: int) -> None:
+    def can_write(self, stream_id: int) -> bool:
+        return self._quic.unacked_bytes(stream_id) < self._settings.send_buffer
+
+    def block_writer(self, stream: QuicTransportStream) -> None:
+        self._blocked_writers.add(stream)  # woken by _wake_writers as ACKs free the buffer
+
+    def unblock_writer(self, stream: QuicTransportStream) -> None:
+        self._blocked_writers.discard(stream)
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        self._quic.send_stream_data(stream_id, data, end_stream=end_stream)
+        self._schedule_flush()
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        self._quic.reset_stream(stream_id, error_code)
+        self._schedule_flush()
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        # ValueError: aioquic has no receive state for it yet (nothing arrived)
+        with contextlib.suppress(ValueError):
+            self._quic.stop_stream(stream_id, error_code)
+        self._schedule_flush()
+
+    def credit_consumed(self, stream_id: int, count: int) -> None:
         """Credit read bytes to the receive window; flush when a window update is due."""
         consumed = self._quic.consumed
-        before = consumed.get(stream.stream_id, 0)
-        consumed[stream.stream_id] = before + count
+        before = consumed.get(stream_id, 0)
+        consumed[stream_id] = before + count
         step = self._quic.stream_window // 4
         if (before + count) // step != before // step:
             self._schedule_flush()
 
-    def _maybe_release(self, stream: QuicTransportStream) -> None:
-        if stream._released:
+    def release_stream(self, stream: QuicTransportStream) -> None:
+        if stream.released:
             self._streams.pop(stream.stream_id, None)
             self._quic.consumed.pop(stream.stream_id, None)
 
@@ -286,7 +315,7 @@ class QuicTransportConnection:
         self._datagram_ready.set()
         self._datagram_space.set()
         for stream in self._streams.values():
-            stream._wake_all()
+            stream.wake()
 
     def _end(self, reason: str) -> None:
         """The connection is over (terminated, idle, or the ICE path is gone)."""

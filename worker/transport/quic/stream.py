@@ -2,31 +2,73 @@
 
 Backpressure both ways (stack-notes section 5): ``write()`` waits while the stream's unacked
 send buffer is full and is woken as ACKs arrive; reads credit the stream's receive window
-(``QuicTransportConnection._on_consumed``), so a stalled reader stalls the peer's writer.
+(:meth:`StreamHost.credit_consumed`), so a stalled reader stalls the peer's writer.
+
+The stream and its connection meet only through public methods: the stream asks its
+:class:`StreamHost` (the connection) for what it needs, and the connection pushes events in
+through :meth:`QuicTransportStream.deliver`, :meth:`~QuicTransportStream.peer_reset` and the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tunnelpy.common.errors import StreamReset
 
-if TYPE_CHECKING:
-    from tunnelpy.worker.transport.quic.glue import QuicTransportConnection
+
+class StreamHost(Protocol):
+    """What a :class:`QuicTransportStream` needs from its connection (``QuicTransportConnection``).
+
+    Every call that queues a frame also schedules the connection's flush.
+    """
+
+    @property
+    def is_lost(self) -> bool:
+        """The connection is closing or closed: stream calls fail or do nothing."""
+        ...
+
+    def raise_if_lost(self) -> None:
+        """Raise ConnectionLost once the connection is closing or closed."""
+
+    def can_write(self, stream_id: int) -> bool:
+        """The stream's unacked send buffer has room for more data."""
+        ...
+
+    def block_writer(self, stream: QuicTransportStream) -> None:
+        """Wake ``stream`` (:meth:`QuicTransportStream.wake_writer`) once :meth:`can_write` holds."""
+
+    def unblock_writer(self, stream: QuicTransportStream) -> None:
+        """Stop watching ``stream`` for room: its writer is awake."""
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        """Queue data, and our FIN if ``end_stream``."""
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        """Queue RESET_STREAM: abandon our direction."""
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        """Queue STOP_SENDING: ask the peer to abandon theirs."""
+
+    def credit_consumed(self, stream_id: int, count: int) -> None:
+        """Credit ``count`` bytes the reader took to the stream's receive window."""
+
+    def release_stream(self, stream: QuicTransportStream) -> None:
+        """Forget ``stream`` if it is :attr:`~QuicTransportStream.released`; otherwise do nothing."""
 
 
 class QuicTransportStream:
     """One bidirectional QUIC stream (a :class:`~tunnelpy.worker.transport.interface.Stream`).
 
-    Its connection pushes received data, FIN, resets and STOP_SENDING into it and sets the
-    ``_readable`` / ``_writable`` events; ``read`` and ``write`` wait on those.
+    Driven by its connection, which pushes received data and FIN (:meth:`deliver`), resets
+    (:meth:`peer_reset`), STOP_SENDING (:meth:`peer_stopped`), ACK room (:meth:`wake_writer`) and
+    connection loss (:meth:`wake`) into it; ``read`` and ``write`` wait on the ``_readable`` /
+    ``_writable`` events those set.
     """
 
-    def __init__(self, conn: QuicTransportConnection, stream_id: int) -> None:
-        self._conn = conn
+    def __init__(self, host: StreamHost, stream_id: int) -> None:
+        self._host = host
         self.stream_id = stream_id
         self._chunks: deque[bytes] = deque()
         self._head_offset = 0  # bytes of _chunks[0] already read
@@ -45,60 +87,56 @@ class QuicTransportStream:
             if self._fin_received:
                 self._end_read()
                 return b""
-            self._conn._raise_if_lost()
+            self._host.raise_if_lost()
             self._readable.clear()
             await self._readable.wait()
         data = self._take(max_bytes)
-        self._conn._on_consumed(self, len(data))
+        self._host.credit_consumed(self.stream_id, len(data))
         return data
 
     async def write(self, data: bytes) -> None:
-        conn = self._conn
+        host = self._host
         while True:
-            conn._raise_if_lost()
+            host.raise_if_lost()
             if self._write_error is not None:
                 raise StreamReset(self._write_error)
             if self._finished:
                 raise RuntimeError("Stream.write() after finish()")
-            if conn._quic.unacked_bytes(self.stream_id) < conn._settings.send_buffer:
+            if host.can_write(self.stream_id):
                 break
             self._writable.clear()
-            conn._blocked_writers.add(self)
+            host.block_writer(self)
             try:
                 await self._writable.wait()
             finally:
-                conn._blocked_writers.discard(self)
+                host.unblock_writer(self)
         if data:
-            conn._quic.send_stream_data(self.stream_id, data)
-            conn._schedule_flush()
+            host.send_stream_data(self.stream_id, data)
 
     async def finish(self) -> None:
-        self._conn._raise_if_lost()
+        self._host.raise_if_lost()
         if self._finished or self._write_error is not None:
             return  # already finished, or reset: there is nothing left to end
         self._finished = True
-        self._conn._quic.send_stream_data(self.stream_id, b"", end_stream=True)
-        self._conn._schedule_flush()
-        self._conn._maybe_release(self)
+        self._host.send_stream_data(self.stream_id, b"", end_stream=True)
+        self._host.release_stream(self)
 
     def reset(self, error_code: int = 0) -> None:
         """Abort both directions: RESET_STREAM for ours, STOP_SENDING for the peer's."""
-        if self._conn._lost_reason is not None:
+        if self._host.is_lost:
             return
-        quic = self._conn._quic
         if not self._finished and self._write_error is None:
-            quic.reset_stream(self.stream_id, error_code)
+            self._host.reset_stream(self.stream_id, error_code)
         if not self._read_done:
-            # ValueError: aioquic has no receive state for it yet (nothing arrived)
-            with contextlib.suppress(ValueError):
-                quic.stop_stream(self.stream_id, error_code)
-        self._on_write_error(f"the stream was reset locally (code {error_code})")
-        self._on_reset(f"the stream was reset locally (code {error_code})")
-        self._conn._schedule_flush()
+            self._host.stop_stream(self.stream_id, error_code)
+        reason = f"the stream was reset locally (code {error_code})"
+        self._fail_write(reason)
+        self._fail_read(reason)
 
     # -- called by the connection
 
-    def _on_data(self, data: bytes, end_stream: bool) -> None:
+    def deliver(self, data: bytes, end_stream: bool) -> None:
+        """Data (and the peer's FIN if ``end_stream``) arrived; dropped after a reset."""
         if self._read_error is not None:
             return
         if data:
@@ -107,30 +145,45 @@ class QuicTransportStream:
             self._fin_received = True
         self._readable.set()
 
-    def _on_reset(self, reason: str) -> None:
+    def peer_reset(self, error_code: int) -> None:
+        """The peer sent RESET_STREAM: buffered data is dropped and reads raise StreamReset."""
+        self._fail_read(f"the peer reset the stream (code {error_code})")
+
+    def peer_stopped(self, error_code: int) -> None:
+        """The peer sent STOP_SENDING: writes raise StreamReset."""
+        self._fail_write(f"the peer stopped reading (code {error_code})")
+
+    def wake_writer(self) -> None:
+        """The send buffer has room again: let a blocked ``write`` look."""
+        self._writable.set()
+
+    def wake(self) -> None:
+        """The connection is lost: let every waiting ``read`` and ``write`` see it."""
+        self._readable.set()
+        self._writable.set()
+
+    @property
+    def released(self) -> bool:
+        """Both directions are over, so the connection may forget this stream."""
+        return self._read_done and (self._finished or self._write_error is not None)
+
+    # -- internals
+
+    def _fail_read(self, reason: str) -> None:
         self._read_error = reason
         self._chunks.clear()
         self._readable.set()
         self._end_read()
 
-    def _on_write_error(self, reason: str) -> None:
+    def _fail_write(self, reason: str) -> None:
         self._write_error = reason
         self._writable.set()
-        self._conn._maybe_release(self)
-
-    def _wake_all(self) -> None:
-        self._readable.set()
-        self._writable.set()
-
-    @property
-    def _released(self) -> bool:
-        """Both directions are over, so the connection may forget this stream."""
-        return self._read_done and (self._finished or self._write_error is not None)
+        self._host.release_stream(self)
 
     def _end_read(self) -> None:
         if not self._read_done:
             self._read_done = True
-            self._conn._maybe_release(self)
+            self._host.release_stream(self)
 
     def _take(self, max_bytes: int) -> bytes:
         """Up to max_bytes of the buffered chunks: one copy, none for one whole chunk."""

@@ -1,0 +1,342 @@
+"""The one option table, and the merge of raw values: defaults < YAML file < CLI flags.
+
+Every config key is declared once, in :data:`SENDER_OPTIONS` / :data:`RECEIVER_OPTIONS`, with
+its flag, help text, kind and default. Everything else is generated from these tables: the CLI
+builds its flags and help from them, the YAML loader accepts exactly their keys (an unknown key,
+or a key of another mode, is an error that names it), and the typed models in
+:mod:`tunnelpy.common.config` read their field defaults through :func:`default_of`, so a default
+is written in one place only.
+
+:class:`RawValues` holds the merged, type-checked but not yet validated values, each with its
+origin (``--max-sessions`` or ``sender.yaml: max_sessions``) so that errors name where a bad
+value came from. Checks across keys and the building of frozen models live in ``config``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tunnelpy.common.errors import ConfigError
+from tunnelpy.common.modes import Mode
+
+Kind = Literal["str", "path", "int", "float", "bool", "list", "secret"]
+
+# Used when a STUN mode lists no server. The option's own default stays None, so that "not
+# given" (use these) and an explicit empty list in YAML (no STUN at all) remain distinguishable.
+DEFAULT_STUN_SERVERS = ("stun.l.google.com:19302", "stun1.l.google.com:19302")
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One config key: its YAML ``key``, its CLI ``flag``, its ``help`` and its ``default``.
+
+    ``kind`` says how the CLI parses the flag and what type a YAML value must have; a
+    relative ``path`` in a YAML file is taken relative to that file's folder. ``modes`` are
+    the modes the key applies to; in any other mode the key is refused.
+    """
+
+    key: str
+    flag: str
+    help: str
+    kind: Kind = "str"
+    default: Any = None
+    metavar: str | None = None
+    modes: tuple[Mode, ...] = tuple(Mode)
+
+
+_IROH_ONLY = (Mode.IROH,)
+_IROH_BOTH = (Mode.IROH, Mode.IROH_MANUAL)
+_STUN_MODES = (Mode.IROH_MANUAL, Mode.CUSTOM_MANUAL)
+
+# Keys both sides share: how an endpoint reaches the network, and logging.
+_COMMON = (
+    Option(
+        "stun_servers",
+        "--stun-server",
+        "STUN server HOST:PORT (repeatable; default: public Google STUN servers; an empty list in YAML disables STUN)",
+        kind="list",
+        metavar="HOST:PORT",
+        modes=_STUN_MODES,
+    ),
+    Option(
+        "no_stun",
+        "--no-stun",
+        "do not use STUN: host candidates / direct addresses only",
+        kind="bool",
+        default=False,
+        modes=_STUN_MODES,
+    ),
+    Option(
+        "ice_hosts",
+        "--ice-host",
+        "gather ICE host candidates only on this address, CIDR or "
+        "interface (repeatable; default: every non-loopback interface)",
+        kind="list",
+        default=(),
+        metavar="ADDR|CIDR|IFACE",
+        modes=(Mode.CUSTOM_MANUAL,),
+    ),
+    Option(
+        "relay_urls",
+        "--relay-url",
+        "iroh relay server URL (repeatable; default: n0's public relays)",
+        kind="list",
+        default=(),
+        metavar="URL",
+        modes=_IROH_ONLY,
+    ),
+    Option(
+        "relay_only",
+        "--relay-only",
+        "send all traffic through the relays (needs --relay-url)",
+        kind="bool",
+        default=False,
+        modes=_IROH_ONLY,
+    ),
+    Option("dns_server", "--dns-server", "custom pkarr/DNS discovery server URL", metavar="URL", modes=_IROH_ONLY),
+    Option(
+        "no_relay",
+        "--no-relay",
+        "no relay servers and no internet discovery: direct addresses only (LAN/offline)",
+        kind="bool",
+        default=False,
+        modes=_IROH_ONLY,
+    ),
+    Option(
+        "bind",
+        "--bind",
+        "local IP:PORT the iroh endpoint binds (default: all interfaces, random port)",
+        metavar="IP:PORT",
+        modes=_IROH_BOTH,
+    ),
+    Option(
+        "log_format",
+        "--log-format",
+        "log format on stderr: json, console, or auto (console on a TTY, json otherwise)",
+        default="auto",
+        metavar="FMT",
+    ),
+    Option("log_level", "--log-level", "debug, info, warning or error", default="info", metavar="LEVEL"),
+)
+
+SENDER_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "allowed_tcp",
+        "--allowed-tcp",
+        "CIDR of tcp sources receivers may ask for (repeatable; empty = no tcp source allowed)",
+        kind="list",
+        default=(),
+        metavar="CIDR",
+    ),
+    Option(
+        "allowed_udp",
+        "--allowed-udp",
+        "CIDR of udp sources receivers may ask for (repeatable; empty = no udp source allowed)",
+        kind="list",
+        default=(),
+        metavar="CIDR",
+    ),
+    Option(
+        "max_sessions",
+        "--max-sessions",
+        "concurrent sessions (one worker process each) before new receivers are refused as at capacity",
+        kind="int",
+        default=100,
+        metavar="N",
+        modes=_IROH_ONLY,
+    ),
+    Option(
+        "secret",
+        "--secret",
+        "sender identity as base64 of 32 bytes (prefer --secret-file: a flag shows up in ps and shell history)",
+        kind="secret",
+        metavar="B64",
+        modes=_IROH_ONLY,
+    ),
+    Option(
+        "secret_file",
+        "--secret-file",
+        "file with the sender's persistent identity (see "
+        "generate-iroh-key); without it the EndpointId changes every start",
+        kind="path",
+        metavar="PATH",
+        modes=_IROH_ONLY,
+    ),
+    Option(
+        "authorized_keys",
+        "--authorized-keys",
+        "file of receiver EndpointIds allowed to connect, one per line, # comments",
+        kind="path",
+        metavar="PATH",
+        modes=_IROH_ONLY,
+    ),
+    Option(
+        "allow_any_receiver",
+        "--allow-any-receiver",
+        "accept any receiver EndpointId (the allow-lists still apply)",
+        kind="bool",
+        default=False,
+        modes=_IROH_ONLY,
+    ),
+    Option(
+        "ticket_file",
+        "--ticket-file",
+        "write the endpoint ticket (id + addresses) to this file once online",
+        kind="path",
+        metavar="PATH",
+        modes=_IROH_ONLY,
+    ),
+    Option(
+        "control",
+        "--control",
+        "path of the supervisor's local status socket (default: $XDG_RUNTIME_DIR/tunnel-py/supervisor.sock)",
+        kind="path",
+        metavar="PATH",
+    ),
+    Option(
+        "drain_grace",
+        "--drain-grace",
+        "seconds live sessions get to finish after SIGTERM before their workers are stopped",
+        kind="float",
+        default=30.0,
+        metavar="SECONDS",
+    ),
+    Option(
+        "heartbeat_timeout",
+        "--heartbeat-timeout",
+        "seconds without a worker heartbeat before the worker is terminated as stale",
+        kind="float",
+        default=10.0,
+        metavar="SECONDS",
+    ),
+    *_COMMON,
+)
+
+RECEIVER_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "node_id",
+        "--node-id",
+        "the sender's EndpointId, or a full endpoint ticket carrying its addresses",
+        metavar="ID_OR_TICKET",
+        modes=_IROH_ONLY,
+    ),
+    Option("source", "--source", "service on the sender's side: tcp://HOST:PORT or udp://HOST:PORT", metavar="URL"),
+    Option("target", "--target", "local IP:PORT to listen on for the tunneled service", metavar="IP:PORT"),
+    Option(
+        "secret_file",
+        "--secret-file",
+        "receiver identity file (its EndpointId is what the sender's --authorized-keys lists); default: ephemeral",
+        kind="path",
+        metavar="PATH",
+        modes=_IROH_ONLY,
+    ),
+    *_COMMON,
+)
+
+# A key both tables declare (secret_file, and the _COMMON ones) has one default; a unit test
+# checks they agree, so one lookup by key serves both models.
+_DEFAULTS = {o.key: o.default for o in (*SENDER_OPTIONS, *RECEIVER_OPTIONS)}
+
+
+def default_of(key: str) -> Any:
+    """The option table's default for ``key``: what a typed model's field defaults to."""
+    return _DEFAULTS[key]
+
+
+# What a merged value of each kind must be, and how an error calls it. YAML gives any type,
+# so even values the CLI already parsed are checked again here.
+_KINDS: dict[Kind, tuple[str, Callable[[Any], bool]]] = {
+    "str": ("a string", lambda v: isinstance(v, str)),
+    "path": ("a path", lambda v: isinstance(v, str)),
+    "secret": ("a string", lambda v: isinstance(v, str)),
+    "int": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "float": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "bool": ("true or false", lambda v: isinstance(v, bool)),
+    "list": ("a list of strings", lambda v: isinstance(v, (list, tuple)) and all(isinstance(i, str) for i in v)),
+}
+
+
+class RawValues:
+    """Merged raw values with the origin of each (a flag or ``file: key``) for error messages.
+
+    Driven in precedence order: built from the table's defaults, then
+    :meth:`update_from_file`, then :meth:`update_from_cli`; read with :meth:`get`.
+    """
+
+    def __init__(self, options: tuple[Option, ...], mode: str) -> None:
+        self._options = {o.key: o for o in options if mode in o.modes}
+        self.values: dict[str, Any] = {k: o.default for k, o in self._options.items()}
+        self.origin: dict[str, str] = {k: o.flag for k, o in self._options.items()}
+        self.mode = mode
+
+    def update_from_file(self, data: dict[str, Any], path: str, all_options: tuple[Option, ...]) -> None:
+        known = {o.key: o for o in all_options}
+        for key, value in data.items():
+            if key == "mode":
+                continue
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(known))}")
+            if key not in self._options:
+                modes = ", ".join(known[key].modes)
+                raise ConfigError(f"{path}: key {key!r} does not apply to mode {self.mode!r} (only {modes})")
+            if known[key].kind == "path" and isinstance(value, str):
+                # A file names its neighbours: resolve against its folder, not the cwd.
+                value = str(Path(path).parent / Path(value).expanduser())
+            self.values[key] = value
+            self.origin[key] = f"{path}: {key}"
+
+    def update_from_cli(self, given: dict[str, Any]) -> None:
+        # argparse gives None for every flag not on the command line (bools included), and
+        # None must not override a value from the file.
+        for key, value in given.items():
+            if key in self._options and value is not None:
+                self.values[key] = value
+                self.origin[key] = self._options[key].flag
+
+    def get(self, key: str) -> Any:
+        """The checked value of ``key``; None if unset or not an option of this mode."""
+        value = self.values.get(key)
+        if value is None or key not in self._options:
+            return None
+        kind = self._options[key].kind
+        what, check = _KINDS[kind]
+        if not check(value):
+            raise ConfigError(f"{self.origin[key]}: expected {what}, got {value!r}")
+        return tuple(value) if kind == "list" else value
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    import yaml  # only senders read files; receivers start faster without it
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: the top level must be a mapping of keys")
+    return data
+
+
+def merge_sender_values(mode: str | None, cli_values: dict[str, Any], config_path: str | None) -> RawValues:
+    """Merge a sender's defaults < YAML file < CLI values; the mode comes from the command or the file."""
+    data = load_yaml(config_path) if config_path else {}
+    file_mode = data.get("mode")
+    if file_mode is not None and file_mode not in tuple(Mode):
+        raise ConfigError(f"{config_path}: mode {file_mode!r} is not one of {', '.join(Mode)}")
+    if mode and file_mode and mode != file_mode:
+        raise ConfigError(f"{config_path}: mode {file_mode!r} does not match the command's mode {mode!r}")
+    mode = mode or file_mode
+    if not mode:
+        raise ConfigError(f"{config_path or 'config'}: no mode: set `mode: iroh` (or another mode)")
+    raw = RawValues(SENDER_OPTIONS, mode)
+    raw.update_from_file(data, config_path or "config", SENDER_OPTIONS)
+    raw.update_from_cli(cli_values)
+    return raw
