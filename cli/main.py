@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,14 @@ from tunnelpy.common import config as cfgmod
 from tunnelpy.common import options as optmod
 from tunnelpy.common.errors import ConfigError, ExitCode, TunnelError
 from tunnelpy.common.modes import IMPLEMENTED, Mode
-from tunnelpy.common.private_files import write_private
+from tunnelpy.common.private_files import make_rundir, remove_stale_rundirs, write_private
 
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[optmod.Option], mode: str | None) -> None:
     for opt in options:
         if mode is not None and mode not in opt.modes:
             continue
-        help_text = opt.help if opt.default in (None, (), False) else f"{opt.help} (default: {opt.default})"
+        help_text = opt.help_text
         if opt.kind == "bool":
             parser.add_argument(opt.flag, dest=opt.key, action="store_true", default=None, help=help_text)
         elif opt.kind == "list":
@@ -100,22 +102,30 @@ def run_sender(config: cfgmod.SenderConfig) -> int:
     configure_logging("supervisor", fmt=config.log_format, level=config.log_level)
     if not Mode(config.mode).implemented:
         raise ConfigError(f"mode {config.mode!r} is not implemented yet; use one of {', '.join(IMPLEMENTED)}")
-    launcher = WorkerLauncher()
-    launcher.start()  # before any runtime exists in this process (stack-notes §2)
+    # One private run folder (worker sockets, multiprocessing's own temp folder): removed on the
+    # way out, and by the next supervisor if this one is SIGKILLed.
+    remove_stale_rundirs()
+    rundir = make_rundir()
+    tempfile.tempdir = str(rundir)
+    try:
+        launcher = WorkerLauncher()
+        launcher.start()  # before any runtime exists in this process (stack-notes §2)
 
-    import uvloop
+        import uvloop
 
-    from tunnelpy.supervisor.arbiter import Supervisor
-    from tunnelpy.supervisor.front_iroh import IrohFrontDoor
-    from tunnelpy.supervisor.front_manual import ManualFrontDoor
+        from tunnelpy.supervisor.arbiter import Supervisor
+        from tunnelpy.supervisor.front_iroh import IrohFrontDoor
+        from tunnelpy.supervisor.front_manual import ManualFrontDoor
 
-    async def serve() -> int:
-        manual = Mode(config.mode).one_shot
-        supervisor = Supervisor(config, launcher, one_shot=manual)
-        front = ManualFrontDoor if manual else IrohFrontDoor
-        return await supervisor.run(lambda service: front(config, service))
+        async def serve() -> int:
+            manual = Mode(config.mode).one_shot
+            supervisor = Supervisor(config, launcher, rundir, one_shot=manual)
+            front = ManualFrontDoor if manual else IrohFrontDoor
+            return await supervisor.run(lambda service: front(config, service))
 
-    return uvloop.run(serve())
+        return uvloop.run(serve())
+    finally:
+        shutil.rmtree(rundir, ignore_errors=True)
 
 
 def run_receiver(args: argparse.Namespace) -> int:

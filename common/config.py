@@ -11,6 +11,7 @@ value came from (``--max-sessions`` or ``sender.yaml: max_sessions``). Secrets a
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from tunnelpy.common.errors import ConfigError
 from tunnelpy.common.logs import LOG_FORMATS, LOG_LEVELS
 from tunnelpy.common.modes import Mode
 from tunnelpy.common.options import DEFAULT_STUN_SERVERS, RawValues, default_of, merge_sender_values
+from tunnelpy.common.private_files import read_secret, read_trusted
 
 
 class Secret(str):
@@ -100,10 +102,11 @@ def _choice(raw: RawValues, key: str, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _positive(raw: RawValues, key: str) -> Any:
-    value = raw.get(key)
-    if value is None or value <= 0:
-        raise ConfigError(f"{raw.origin[key]}: must be > 0, got {value!r}")
+def _bounded(raw: RawValues, key: str) -> Any:
+    """A number inside its option's finite bounds (NaN and infinities are never inside)."""
+    value, (low, high) = raw.get(key), raw.bounds(key)
+    if value is None or not math.isfinite(value) or not low <= value <= high:
+        raise ConfigError(f"{raw.origin[key]}: must be a number from {low:g} to {high:g}, got {value!r}")
     return value
 
 
@@ -145,22 +148,14 @@ def _read_secret(raw: RawValues) -> Secret | None:
     if inline and path:
         raise ConfigError("--secret and --secret-file are mutually exclusive: keep one")
     if path:
-        try:
-            return Secret(Path(path).read_text(encoding="utf-8").strip())
-        except OSError as exc:
-            raise ConfigError(
-                f"{raw.origin['secret_file']} {path}: cannot read ({exc.strerror}); "
-                "create one with `tunnel-py generate-iroh-key -o PATH`"
-            ) from exc
+        hint = "create one with `tunnel-py generate-iroh-key -o PATH`"
+        return Secret(read_secret(Path(path), raw.origin["secret_file"], hint))
     return Secret(inline) if inline else None
 
 
 def read_authorized_keys(path: str, where: str) -> frozenset[str]:
     """Read EndpointIds, one per line; ``#`` starts a comment; each must be 64 hex chars."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{where} {path}: cannot read ({exc.strerror})") from exc
+    lines = read_trusted(Path(path), where).splitlines()
     keys = set()
     for number, line in enumerate(lines, 1):
         text = line.split("#", 1)[0].strip()
@@ -206,13 +201,13 @@ def build_sender_config(raw: RawValues) -> SenderConfig:
         mode=mode,
         allowed=allowed,
         net=_net_options(raw),
-        max_sessions=_positive(raw, "max_sessions") if iroh else 1,
+        max_sessions=_bounded(raw, "max_sessions") if iroh else 1,
         secret=_read_secret(raw) if iroh else None,
         authorized_keys=authorized,
         ticket_file=Path(raw.get("ticket_file")) if iroh and raw.get("ticket_file") else None,
         control=Path(control) if control else default_control_path(),
-        drain_grace=_positive(raw, "drain_grace"),
-        heartbeat_timeout=_positive(raw, "heartbeat_timeout"),
+        drain_grace=_bounded(raw, "drain_grace"),
+        heartbeat_timeout=_bounded(raw, "heartbeat_timeout"),
         log_format=_choice(raw, "log_format", LOG_FORMATS),
         log_level=_choice(raw, "log_level", LOG_LEVELS),
     )

@@ -35,7 +35,8 @@ class Option:
 
     ``kind`` says how the CLI parses the flag and what type a YAML value must have; a
     relative ``path`` in a YAML file is taken relative to that file's folder. ``modes`` are
-    the modes the key applies to; in any other mode the key is refused.
+    the modes the key applies to; in any other mode the key is refused. Every number has
+    finite inclusive ``bounds`` (shown in --help, checked after flags and YAML are merged).
     """
 
     key: str
@@ -45,6 +46,19 @@ class Option:
     default: Any = None
     metavar: str | None = None
     modes: tuple[Mode, ...] = tuple(Mode)
+    bounds: tuple[float, float] | None = None
+
+    @property
+    def help_text(self) -> str:
+        """The help line with the default and, for numbers, the accepted range."""
+        extra = [] if self.default in (None, (), False) else [f"default: {self.default}"]
+        if self.bounds:
+            extra.append(f"{_num(self.bounds[0])} to {_num(self.bounds[1])}")
+        return f"{self.help} ({'; '.join(extra)})" if extra else self.help
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 _IROH_ONLY = (Mode.IROH,)
@@ -147,6 +161,7 @@ SENDER_OPTIONS: tuple[Option, ...] = (
         default=100,
         metavar="N",
         modes=_IROH_ONLY,
+        bounds=(1, 100_000),
     ),
     Option(
         "secret",
@@ -203,6 +218,7 @@ SENDER_OPTIONS: tuple[Option, ...] = (
         kind="float",
         default=30.0,
         metavar="SECONDS",
+        bounds=(0.1, 86_400),
     ),
     Option(
         "heartbeat_timeout",
@@ -211,6 +227,7 @@ SENDER_OPTIONS: tuple[Option, ...] = (
         kind="float",
         default=10.0,
         metavar="SECONDS",
+        bounds=(2, 3_600),
     ),
     *_COMMON,
 )
@@ -272,6 +289,11 @@ class RawValues:
         self.origin: dict[str, str] = {k: o.flag for k, o in self._options.items()}
         self.mode = mode
 
+    def bounds(self, key: str) -> tuple[float, float]:
+        bounds = self._options[key].bounds
+        assert bounds is not None, f"option {key} has no bounds"
+        return bounds
+
     def update_from_file(self, data: dict[str, Any], path: str, all_options: tuple[Option, ...]) -> None:
         known = {o.key: o for o in all_options}
         for key, value in data.items():
@@ -309,15 +331,33 @@ class RawValues:
 
 
 def load_yaml(path: str) -> dict[str, Any]:
+    """A YAML mapping; a duplicate key, bad syntax or another top level is a one-line error."""
     import yaml  # only senders read files; receivers start faster without it
+
+    class StrictLoader(yaml.SafeLoader):
+        """SafeLoader that refuses a key given twice (PyYAML keeps the last one silently)."""
+
+        def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise ConfigError(
+                        f"--config {path}: line {key_node.start_mark.line + 1}: key {key!r} is given twice; keep one"
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
 
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=StrictLoader)  # a SafeLoader subclass: no arbitrary objects
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from exc
+    except yaml.MarkedYAMLError as exc:
+        where = f"line {exc.problem_mark.line + 1}: " if exc.problem_mark else ""
+        raise ConfigError(f"--config {path}: not valid YAML: {where}{exc.problem or exc.context}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"--config {path}: not valid YAML: {' '.join(str(exc).split())}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):

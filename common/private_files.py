@@ -1,20 +1,161 @@
-"""Files only their owner may read (secret keys, tickets): written whole, mode 0600 from the start."""
+"""Secret files and private runtime folders: created safely, read only when nobody else can.
+
+Policy (README "Secrets and runtime files"):
+
+* A secret we write (key, ticket) is created 0600 under a fresh random name with
+  ``O_EXCL | O_NOFOLLOW`` (so neither a planted symlink nor a pre-existing temp file is ever
+  opened), fsynced and renamed over the target: never readable by others, never half-written.
+* A secret we read (``--secret-file``, ``--nsec-file``, token files) must be a regular file
+  (not a symlink) that neither the group nor others can read or write, and not empty; anything
+  else is refused with a one-line error saying what to run (``chmod 600 FILE``).
+* A file that decides who may connect (``--authorized-keys``) may be readable by all but not
+  writable by anyone but its owner.
+* A private folder (the control socket's, the supervisor's run folder) is created 0700; an
+  existing one must belong to us with no group/other access, or it is refused.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import secrets
+import shutil
+import stat
+import tempfile
 from pathlib import Path
+
+from tunnelpy.common.errors import ConfigError
+
+RUNDIR_PREFIX = "tunnel-py-run-"
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file + rename), mode 0600, creating parent folders.
+    """Write ``text`` to ``path`` atomically, mode 0600 from creation, creating parent folders.
 
-    The temp file is created 0600, so the content is never readable by others, not even briefly,
-    and a reader never sees a half-written file.
+    Raises OSError (the caller names its flag); the temp file never survives a failure.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask did
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _open_regular(path: Path, what: str, hint: str = "") -> tuple[int, os.stat_result]:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the last component is a symlink
+            raise ConfigError(f"{what} {path}: is a symbolic link; point the flag at the file itself") from exc
+        raise ConfigError(f"{what} {path}: cannot read ({exc.strerror}){'; ' + hint if hint else ''}") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise ConfigError(f"{what} {path}: not a regular file")
+    return fd, st
+
+
+def _read_fd(fd: int) -> str:
+    with os.fdopen(fd, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def read_secret(path: Path, what: str, hint: str = "") -> str:
+    """The stripped content of a secret file that only its owner can read; ``hint`` says how to make one."""
+    fd, st = _open_regular(path, what, hint)
+    if st.st_mode & 0o077:
+        os.close(fd)
+        raise ConfigError(
+            f"{what} {path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read it; "
+            f"run `chmod 600 {path}` (and consider the secret leaked)"
+        )
+    try:
+        text = _read_fd(fd).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path}: cannot read ({exc})") from exc
+    if not text:
+        raise ConfigError(f"{what} {path}: the file is empty{'; ' + hint if hint else ''}")
+    return text
+
+
+def read_trusted(path: Path, what: str) -> str:
+    """A file that decides who may connect: others may read it, only its owner may change it."""
+    fd, st = _open_regular(path, what)
+    if st.st_mode & 0o022:
+        os.close(fd)
+        raise ConfigError(
+            f"{what} {path}: mode {stat.S_IMODE(st.st_mode):04o} lets others change who may connect; "
+            f"run `chmod 644 {path}`"
+        )
+    try:
+        return _read_fd(fd)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path}: cannot read ({exc})") from exc
+
+
+def private_dir(path: Path, what: str) -> Path:
+    """``path`` as a folder only we can enter: created 0700, or checked if it exists."""
+    try:
+        if not os.path.lexists(path):
+            path.mkdir(mode=0o700, parents=True)
+        st = os.lstat(path)
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot create the folder ({exc.strerror})") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{what} {path}: not a folder (a symbolic link or a file is in the way)")
+    if st.st_uid != os.getuid():
+        raise ConfigError(f"{what} {path}: the folder belongs to uid {st.st_uid}, not to us; choose another path")
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"{what} {path}: the folder is open to others (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"run `chmod 700 {path}` or choose another path"
+        )
+    return path
+
+
+def make_rundir() -> Path:
+    """A fresh private run folder for this process, named so a successor can clean it up.
+
+    ``mkdtemp`` creates it 0700 under an unpredictable name; the pid in the name tells
+    :func:`remove_stale_rundirs` whether its owner still lives.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"{RUNDIR_PREFIX}{os.getpid()}-"))
+
+
+def remove_stale_rundirs(parent: Path | None = None) -> list[Path]:
+    """Remove run folders of ours whose process is gone (a SIGKILLed predecessor); returns them."""
+    parent = Path(parent or tempfile.gettempdir())
+    removed = []
+    for entry in parent.glob(f"{RUNDIR_PREFIX}*"):
+        pid_text = entry.name[len(RUNDIR_PREFIX) :].split("-", 1)[0]
+        try:
+            st = os.lstat(entry)
+        except OSError:
+            continue
+        if not pid_text.isdigit() or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+            continue
+        if _alive(int(pid_text)):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +25,7 @@ import zmq.asyncio
 from tunnelpy.common.config import SenderConfig
 from tunnelpy.common.errors import ConfigError, ExitCode, ProtocolError, TunnelError
 from tunnelpy.common.logs import get_logger
+from tunnelpy.common.private_files import private_dir
 from tunnelpy.supervisor import control_wire as cw
 from tunnelpy.supervisor.admission import Admission
 from tunnelpy.supervisor.front import FrontDoor
@@ -45,13 +44,15 @@ class Supervisor:
     housekeeping tick. ``one_shot`` stops it once the first session's worker is gone (the
     copy-paste modes)."""
 
-    def __init__(self, config: SenderConfig, launcher: WorkerLauncher, *, one_shot: bool = False) -> None:
+    def __init__(
+        self, config: SenderConfig, launcher: WorkerLauncher, rundir: Path, *, one_shot: bool = False
+    ) -> None:
+        """``rundir``: the private run folder (its owner, the CLI, removes it)."""
         self.config = config
         self.one_shot = one_shot
         self.admission = Admission(config.max_sessions, authorized=config.authorized_keys, allowed=config.allowed)
-        self._rundir = Path(tempfile.mkdtemp(prefix="tunnel-py-"))  # mkdtemp: mode 0700
         self._zmq = zmq.asyncio.Context()
-        self.pool = WorkerPool(launcher, self._zmq, self._rundir, config.heartbeat_timeout, self._session_ended)
+        self.pool = WorkerPool(launcher, self._zmq, rundir, config.heartbeat_timeout, self._session_ended)
         self.service = SessionService(config, self.admission, self.pool, one_shot=one_shot)
         self.front: FrontDoor | None = None
         self._control = self._zmq.socket(zmq.ROUTER)
@@ -118,19 +119,21 @@ class Supervisor:
         self._zmq.term()
         with contextlib.suppress(FileNotFoundError):
             self.config.control.unlink()
-        shutil.rmtree(self._rundir, ignore_errors=True)
 
     async def _bind_control(self) -> None:
         path = self.config.control
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(path.parent, "--control")
         if path.exists():
             if await _control_answers(self._zmq, path):
                 raise ConfigError(
                     f"--control {path}: another supervisor is running there; stop it or choose another --control path"
                 )
             path.unlink()
-        self._control.bind(f"ipc://{path}")
-        os.chmod(path, 0o600)
+        try:
+            self._control.bind(f"ipc://{path}")
+            os.chmod(path, 0o600)
+        except (zmq.ZMQError, OSError) as exc:
+            raise ConfigError(f"--control {path}: cannot listen there ({exc}); choose another --control path") from exc
 
     # -- signals and draining ---------------------------------------------------------
     async def _signal_loop(self) -> None:

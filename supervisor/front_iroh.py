@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 
 from tunnelpy.common.config import SenderConfig
-from tunnelpy.common.errors import ProtocolError
+from tunnelpy.common.errors import ConfigError, ProtocolError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.common.private_files import write_private
 from tunnelpy.signaling import front_door
@@ -48,7 +48,10 @@ class IrohFrontDoor:
                     await endpoint.online()
         self.ticket = iroh_transport.ticket_of(endpoint)
         if self.config.ticket_file:
-            write_private(self.config.ticket_file, self.ticket + "\n")
+            try:
+                write_private(self.config.ticket_file, self.ticket + "\n")
+            except OSError as exc:
+                raise ConfigError(f"--ticket-file {self.config.ticket_file}: cannot write ({exc.strerror})") from exc
         log.info(
             "supervisor.online",
             endpoint_id=str(endpoint.id()),
@@ -72,7 +75,7 @@ class IrohFrontDoor:
     async def close(self) -> None:
         await iroh_transport.close_endpoint(self.endpoint)
 
-    async def _handle(self, incoming) -> None:  # type: ignore[no-untyped-def]
+    async def _handle(self, incoming: iroh_transport.iroh.Incoming) -> None:
         conn = None
         try:
             async with asyncio.timeout(front_door.HANDSHAKE_TIMEOUT):

@@ -32,6 +32,8 @@ def write(tmp_path: Path, text: str, name: str = "sender.yaml") -> str:
     path = tmp_path / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
+    if name.endswith(".key"):
+        path.chmod(0o600)  # secret files must be private (a group/world-readable one is refused)
     return str(path)
 
 
@@ -347,14 +349,14 @@ def test_yaml_error_origin_after_relative_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize("value", [0, -1])
 def test_max_sessions_must_be_positive(tmp_path: Path, value: int) -> None:
     path = write(tmp_path, MINIMAL + f"max_sessions: {value}\n")
-    assert config_error(None, {}, path) == f"{path}: max_sessions: must be > 0, got {value}"
+    assert config_error(None, {}, path) == f"{path}: max_sessions: must be a number from 1 to 100000, got {value}"
 
 
 @pytest.mark.parametrize(
     ("key", "flag"), [("drain_grace", "--drain-grace"), ("heartbeat_timeout", "--heartbeat-timeout")]
 )
 def test_durations_must_be_positive(tmp_path: Path, key: str, flag: str) -> None:
-    assert config_error(None, {key: 0.0}, write(tmp_path, MINIMAL)) == f"{flag}: must be > 0, got 0.0"
+    assert config_error(None, {key: 0.0}, write(tmp_path, MINIMAL)).startswith(f"{flag}: must be a number from ")
 
 
 def test_secret_and_secret_file_together_are_refused(tmp_path: Path) -> None:
@@ -512,3 +514,38 @@ def test_example_sender_config_with_cli_overrides() -> None:
     )
     assert config.max_sessions == 1
     assert config.allowed.udp == (ipaddress.ip_network("10.0.0.0/8"),)
+
+
+def test_a_key_given_twice_in_yaml_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, "mode: iroh\nallowed_tcp: [127.0.0.0/8]\nmax_sessions: 5\nmax_sessions: 50\n")
+    assert config_error(None, {}, path) == f"--config {path}: line 4: key 'max_sessions' is given twice; keep one"
+
+
+def test_bad_yaml_is_one_line_with_its_line_number(tmp_path: Path) -> None:
+    path = write(tmp_path, "mode: iroh\nallowed_tcp: [127.0.0.0/8\n")
+    text = config_error(None, {}, path)
+    assert text.startswith(f"--config {path}: not valid YAML: line ") and "\n" not in text
+
+
+def test_every_number_has_finite_bounds_and_its_default_is_inside() -> None:
+    import math
+
+    numbers = [o for o in (*opts.SENDER_OPTIONS, *opts.RECEIVER_OPTIONS) if o.kind in ("int", "float")]
+    assert numbers
+    for option in numbers:
+        assert option.bounds is not None, option.key
+        low, high = option.bounds
+        assert math.isfinite(low) and math.isfinite(high) and low <= option.default <= high, option.key
+        assert f"{low:g}" in option.help_text.replace("_", ""), option.help_text
+
+
+@pytest.mark.parametrize("key", ["max_sessions", "drain_grace", "heartbeat_timeout"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), -1, 0, 10**12])
+def test_numbers_outside_their_bounds_are_refused_from_flags_and_yaml(tmp_path: Path, key: str, value) -> None:  # type: ignore[no-untyped-def]
+    if key == "max_sessions" and isinstance(value, float):
+        value = 10**30  # an int option: YAML/flags give ints; an enormous one must not reach status
+    flag = "--" + key.replace("_", "-")
+    text = config_error("iroh", {key: value}, write(tmp_path, MINIMAL))
+    assert text.startswith(f"{flag}: must be a number from "), text
+    yaml_path = write(tmp_path, MINIMAL + f"{key}: {value if not isinstance(value, float) else '.nan'}\n", "b.yaml")
+    assert f"{key}: must be a number from " in config_error("iroh", {}, yaml_path)
