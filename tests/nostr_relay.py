@@ -13,6 +13,7 @@ until its garbage collector runs (every ``collect_interval`` s), so a new subscr
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import socket
@@ -115,10 +116,8 @@ class Relay:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        try:  # the whole group: a gunicorn worker that outlived its master would hold the port
+        with contextlib.suppress(ProcessLookupError):  # the group: a stray gunicorn worker holds the port
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait(STOP_TIMEOUT)
 
     def restart(self) -> None:
