@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,9 @@ RELAY_VENV = Path(os.environ.get("TUNNELPY_CACHE", "/var/cache/tunnel-py")) / "n
 RELAY_BIN = RELAY_VENV / "bin" / "nostr-relay"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+MAX_EVENT_SIZE = 4096
+"""Largest event content (characters) the relay stores: nostr-relay's own default, kept so tests
+meet the same limit a small public relay would impose."""
 
 _CONFIG = """\
 DEBUG: false
@@ -38,7 +42,7 @@ storage:
     - nostr_relay.validators.is_not_too_large
     - nostr_relay.validators.is_signed
     - nostr_relay.validators.is_recent
-max_event_size: 65536
+max_event_size: {max_event_size}
 garbage_collector:
   collect_interval: 300
 gunicorn:
@@ -75,12 +79,12 @@ def accepts_websocket(port: int) -> bool:
 class Relay:
     """One relay process (a gunicorn master and its worker, in their own process group)."""
 
-    def __init__(self, workdir: Path, port: int) -> None:
+    def __init__(self, workdir: Path, port: int, *, max_event_size: int = MAX_EVENT_SIZE) -> None:
         self.workdir, self.port = workdir, port
         self.url = f"ws://127.0.0.1:{port}"
         self._proc: subprocess.Popen[bytes] | None = None
         self.config = workdir / "config.yaml"
-        self.config.write_text(_CONFIG.format(db=workdir / "relay.sqlite3", port=port))
+        self.config.write_text(_CONFIG.format(db=workdir / "relay.sqlite3", port=port, max_event_size=max_event_size))
         self.log = workdir / "relay.log"
 
     @property
@@ -126,21 +130,22 @@ class Relay:
         self.start()
 
 
-def start_relay(workdir: Path) -> Relay:
-    """Start a relay on a free 127.0.0.1 port with its config and sqlite file under ``workdir``."""
+def start_relay(workdir: Path, *, max_event_size: int = MAX_EVENT_SIZE, running: bool = True) -> Relay:
+    """A relay on a free 127.0.0.1 port, config and sqlite file under ``workdir``; started unless not ``running``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    relay = Relay(workdir, free_port())
-    relay.start()
+    relay = Relay(workdir, free_port(), max_event_size=max_event_size)
+    if running:
+        relay.start()
     return relay
 
 
 @pytest.fixture
-def relay_factory(tmp_path: Path) -> Iterator[Callable[[], Relay]]:
-    """Call it to start one more relay; every relay started is stopped after the test."""
+def relay_factory(tmp_path: Path) -> Iterator[Callable[..., Relay]]:
+    """Call it (with start_relay's keywords) to start one more relay; all are stopped after the test."""
     started: list[Relay] = []
 
-    def start() -> Relay:
-        relay = start_relay(tmp_path / f"relay{len(started)}")
+    def start(**options: Any) -> Relay:
+        relay = start_relay(tmp_path / f"relay{len(started)}", **options)
         started.append(relay)
         return relay
 
