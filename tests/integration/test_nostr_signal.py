@@ -290,3 +290,20 @@ def test_request_offer_round_trip_through_the_local_relay(
             f"median {statistics.median(times) * 1000:.1f} ms, min {min(times) * 1000:.1f} ms, "
             f"max {max(times) * 1000:.1f} ms"
         )
+
+
+def test_close_ends_a_pending_receive(relay_factory: Callable[..., Relay]) -> None:
+    relay = relay_factory()
+
+    async def scenario() -> None:
+        signal = NostrSignal(nostr_sdk.Keys.generate(), [relay.url])
+        await signal.start()
+        inbox = Inbox(signal)
+        pump = asyncio.create_task(inbox.pump())
+        await asyncio.sleep(0)  # let it block in receive()
+        await signal.close()
+        async with asyncio.timeout(10):
+            await pump  # ends by itself: no cancel needed
+        assert inbox.queue.empty()
+
+    run(scenario())
