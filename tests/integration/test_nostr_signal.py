@@ -9,6 +9,7 @@ import json
 import statistics
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import nostr_sdk
@@ -307,3 +308,9 @@ def test_close_ends_a_pending_receive(relay_factory: Callable[..., Relay]) -> No
         assert inbox.queue.empty()
 
     run(scenario())
+
+
+def test_a_missing_relay_install_fails_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nostr_relay, "RELAY_BIN", tmp_path / "absent" / "nostr-relay")
+    with pytest.raises(pytest.fail.Exception, match="run scripts/setup-test-env"):
+        nostr_relay.start_relay(tmp_path / "relay")
