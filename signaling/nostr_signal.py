@@ -6,14 +6,16 @@ event of our kind with a ``p`` tag, signs it and sends it to every connected rel
 :meth:`~NostrSignal.receive` yields ``(author_hex, plaintext)`` for each decryptable event
 addressed to us. It decides nothing: which messages matter is nostr_wire's job.
 
-What nostr-sdk does for us (tests/integration/test_nostr_signal.py checks each):
+What nostr-sdk does for us (tests/integration/test_nostr_signal.py checks all but the first
+half of the second point, which nostr-sdk documents):
 
 * ``Client.connect()`` spawns one connection task per relay that retries on its own: a
   relay down at start, or one that restarts, is (re)connected within its retry interval
-  (10 s by default, adjusted by nostr-sdk; at least 5 s), and our subscription is sent
-  again on every reconnection.
+  (10 s by default, adjusted by nostr-sdk, at least 5 s; 8-9 s measured), and our
+  subscription is sent again on every reconnection.
 * Event signatures are verified before a notification; ``NEW_EVENT`` comes once per event
-  id, however many relays deliver it.
+  id, however many relays deliver it (republications are new events: nostr_wire's
+  RequestGate drops those).
 * ``send_event`` to a relay that is not connected *waits* for that relay's next connection
   attempt (6-9 s measured) before reporting "relay not connected". So we send only to the
   relays connected right now and bound the wait for OKs; a relay that comes back later
