@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -306,6 +308,12 @@ def test_republish_wait_time_ends_at_the_deadline() -> None:
 def test_republish_rejects_nonsense(interval: float, max_wait: float) -> None:
     with pytest.raises(ValueError):
         wire.RepublishSchedule(interval, max_wait, now=0.0)
+
+
+def test_the_wire_module_is_sans_io() -> None:
+    code = "import sys, tunnelpy.signaling.nostr_wire; print(sorted({'nostr_sdk', 'asyncio'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
 
 
 def test_messages_are_frozen() -> None:
