@@ -314,3 +314,38 @@ def test_a_missing_relay_install_fails_with_the_fix(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(nostr_relay, "RELAY_BIN", tmp_path / "absent" / "nostr-relay")
     with pytest.raises(pytest.fail.Exception, match="run scripts/setup-test-env"):
         nostr_relay.start_relay(tmp_path / "relay")
+
+
+def test_the_subscription_reaches_back_60_s_and_no_further(relay_factory: Callable[..., Relay]) -> None:
+    """This relay keeps ephemeral events for a while, so a later subscriber sees recent ones again."""
+    relay = relay_factory()
+
+    async def scenario() -> None:
+        author, me = nostr_sdk.Keys.generate(), nostr_sdk.Keys.generate()
+        client = nostr_sdk.Client()
+        await client.add_relay(nostr_sdk.RelayUrl.parse(relay.url))
+        await client.connect(datetime.timedelta(seconds=5))
+        for age, text in ((120, "too old"), (30, "recent")):
+            content = nostr_sdk.nip44_encrypt(author.secret_key(), me.public_key(), text, nostr_sdk.Nip44Version.V2)
+            event = (
+                nostr_sdk.EventBuilder(nostr_sdk.Kind(wire.EVENT_KIND), content)
+                .tags([nostr_sdk.Tag.public_key(me.public_key())])
+                .custom_created_at(nostr_sdk.Timestamp.from_secs(int(time.time()) - age))
+                .finalize(author)
+            )
+            assert (await client.send_event(event)).success
+        await client.shutdown()
+        async with NostrSignal(me, [relay.url]) as late, NostrSignal(author, [relay.url]) as live:
+            inbox = Inbox(late)
+            async with asyncio.TaskGroup() as tg:
+                pump = tg.create_task(inbox.pump())
+                # a live event after the subscription: the relay sends stored matches before it
+                await live.publish(late.public_key_hex, "marker")
+                got = []
+                async with asyncio.timeout(10):
+                    while not got or got[-1] != "marker":
+                        got.append((await inbox.queue.get())[1])
+                pump.cancel()
+        assert got == ["recent", "marker"]
+
+    run(scenario())
