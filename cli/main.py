@@ -15,6 +15,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
+from multiprocessing import util as mp_util
 from pathlib import Path
 from typing import Any
 
@@ -102,30 +103,29 @@ def run_sender(config: cfgmod.SenderConfig) -> int:
     configure_logging("supervisor", fmt=config.log_format, level=config.log_level)
     if not Mode(config.mode).implemented:
         raise ConfigError(f"mode {config.mode!r} is not implemented yet; use one of {', '.join(IMPLEMENTED)}")
-    # One private run folder (worker sockets, multiprocessing's own temp folder): removed on the
-    # way out, and by the next supervisor if this one is SIGKILLed.
+    # One private run folder (worker sockets, multiprocessing's own temp folder): removed at exit
+    # after multiprocessing removed its folder inside (a lower exit priority runs later), and by
+    # the next supervisor if this one is SIGKILLed.
     remove_stale_rundirs()
     rundir = make_rundir()
     tempfile.tempdir = str(rundir)
-    try:
-        launcher = WorkerLauncher()
-        launcher.start()  # before any runtime exists in this process (stack-notes §2)
+    mp_util.Finalize(None, shutil.rmtree, args=(rundir,), kwargs={"ignore_errors": True}, exitpriority=-1000)
+    launcher = WorkerLauncher()
+    launcher.start()  # before any runtime exists in this process (stack-notes §2)
 
-        import uvloop
+    import uvloop
 
-        from tunnelpy.supervisor.arbiter import Supervisor
-        from tunnelpy.supervisor.front_iroh import IrohFrontDoor
-        from tunnelpy.supervisor.front_manual import ManualFrontDoor
+    from tunnelpy.supervisor.arbiter import Supervisor
+    from tunnelpy.supervisor.front_iroh import IrohFrontDoor
+    from tunnelpy.supervisor.front_manual import ManualFrontDoor
 
-        async def serve() -> int:
-            manual = Mode(config.mode).one_shot
-            supervisor = Supervisor(config, launcher, rundir, one_shot=manual)
-            front = ManualFrontDoor if manual else IrohFrontDoor
-            return await supervisor.run(lambda service: front(config, service))
+    async def serve() -> int:
+        manual = Mode(config.mode).one_shot
+        supervisor = Supervisor(config, launcher, rundir, one_shot=manual)
+        front = ManualFrontDoor if manual else IrohFrontDoor
+        return await supervisor.run(lambda service: front(config, service))
 
-        return uvloop.run(serve())
-    finally:
-        shutil.rmtree(rundir, ignore_errors=True)
+    return uvloop.run(serve())
 
 
 def run_receiver(args: argparse.Namespace) -> int:

@@ -34,8 +34,12 @@ class Secret(str):
 
 def default_control_path() -> Path:
     """The supervisor's status socket when ``control`` is not given (per user, never shared)."""
+    return default_control_dir() / "supervisor.sock"
+
+
+def default_control_dir() -> Path:
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/tunnel-py-{os.getuid()}"
-    return Path(runtime) / "tunnel-py" / "supervisor.sock"
+    return Path(runtime) / "tunnel-py"
 
 
 @dataclass(frozen=True, slots=True)

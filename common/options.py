@@ -227,7 +227,7 @@ SENDER_OPTIONS: tuple[Option, ...] = (
         kind="float",
         default=10.0,
         metavar="SECONDS",
-        bounds=(2, 3_600),
+        bounds=(1, 3_600),
     ),
     *_COMMON,
 )

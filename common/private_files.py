@@ -10,8 +10,9 @@ Policy (README "Secrets and runtime files"):
   else is refused with a one-line error saying what to run (``chmod 600 FILE``).
 * A file that decides who may connect (``--authorized-keys``) may be readable by all but not
   writable by anyone but its owner.
-* A private folder (the control socket's, the supervisor's run folder) is created 0700; an
-  existing one must belong to us with no group/other access, or it is refused.
+* A private folder (the supervisor's run folder, the default control folder) is created
+  0700; an existing one must belong to us with no group/other access, or it is refused. A
+  folder the user named (``--control``) must belong to us and be writable by nobody else.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ def read_trusted(path: Path, what: str) -> str:
         raise ConfigError(f"{what} {path}: cannot read ({exc})") from exc
 
 
-def private_dir(path: Path, what: str) -> Path:
-    """``path`` as a folder only we can enter: created 0700, or checked if it exists."""
+def private_dir(path: Path, what: str, *, readable: bool = False) -> Path:
+    """``path`` as a folder only we control: created 0700, or checked if it exists (ours, and no
+    group/other access; with ``readable``, others may look in but not change it)."""
     try:
         if not os.path.lexists(path):
             path.mkdir(mode=0o700, parents=True)
@@ -115,7 +117,7 @@ def private_dir(path: Path, what: str) -> Path:
         raise ConfigError(f"{what} {path}: not a folder (a symbolic link or a file is in the way)")
     if st.st_uid != os.getuid():
         raise ConfigError(f"{what} {path}: the folder belongs to uid {st.st_uid}, not to us; choose another path")
-    if st.st_mode & 0o077:
+    if st.st_mode & (0o022 if readable else 0o077):
         raise ConfigError(
             f"{what} {path}: the folder is open to others (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"run `chmod 700 {path}` or choose another path"

@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from tunnelpy.common.config import SenderConfig
+from tunnelpy.common.config import SenderConfig, default_control_dir
 from tunnelpy.common.errors import ConfigError, ExitCode, ProtocolError, TunnelError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.common.private_files import private_dir
@@ -44,9 +44,7 @@ class Supervisor:
     housekeeping tick. ``one_shot`` stops it once the first session's worker is gone (the
     copy-paste modes)."""
 
-    def __init__(
-        self, config: SenderConfig, launcher: WorkerLauncher, rundir: Path, *, one_shot: bool = False
-    ) -> None:
+    def __init__(self, config: SenderConfig, launcher: WorkerLauncher, rundir: Path, *, one_shot: bool = False) -> None:
         """``rundir``: the private run folder (its owner, the CLI, removes it)."""
         self.config = config
         self.one_shot = one_shot
@@ -122,7 +120,13 @@ class Supervisor:
 
     async def _bind_control(self) -> None:
         path = self.config.control
-        private_dir(path.parent, "--control")
+        if path.parent == default_control_dir():
+            # predictable names, possibly in the shared /tmp: each folder must be ours alone
+            if not os.environ.get("XDG_RUNTIME_DIR"):
+                private_dir(path.parent.parent, "--control")
+            private_dir(path.parent, "--control")
+        else:
+            private_dir(path.parent, "--control", readable=True)
         if path.exists():
             if await _control_answers(self._zmq, path):
                 raise ConfigError(

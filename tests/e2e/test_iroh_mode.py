@@ -9,6 +9,10 @@ import asyncio
 import hashlib
 import os
 import signal
+import socket
+import struct
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -238,11 +242,17 @@ def test_workers_exit_when_the_supervisor_is_killed(work, any_receiver):
             await cluster.receiver(ticket, f"tcp://127.0.0.1:{echo.tcp_port}")
             pids = list(worker_pids(sender).values())
             assert sender.proc is not None
+            killed = sender.proc.pid
+            leftovers = list(Path(tempfile.gettempdir()).glob(f"tunnel-py-run-{killed}-*"))
+            assert leftovers and list(leftovers[0].glob("pymp-*")), "the run folder holds multiprocessing's too"
             sender.proc.send_signal(signal.SIGKILL)
             await sender.wait()
             async with asyncio.timeout(10):
                 while any(pid_alive(pid) for pid in pids):
                     await asyncio.sleep(0.1)
+            assert leftovers[0].exists()  # nobody cleaned up after a SIGKILL...
+            await cluster.sender(*any_receiver, name="successor")
+            assert not leftovers[0].exists()  # ...until the next supervisor started
 
     run(main())
 
@@ -311,5 +321,46 @@ def test_demo_exits_zero():
         out, _ = await proc.communicate()
         assert proc.returncode == 0, out.decode()
         assert b"equal SHA-256" in out and b"UDP: 2 clients" in out
+
+    run(main())
+
+
+def test_a_reset_or_refusing_source_reaches_the_local_client_as_a_reset(work, any_receiver):
+    """A cut transfer must never look complete: RST and refusal arrive as ECONNRESET, not EOF."""
+
+    async def reset_after_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(5)
+        writer.write(b"partial")
+        await writer.drain()
+        # SO_LINGER 0 makes the close an RST instead of a FIN.
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async def read_until_reset(addr: tuple[str, int], send: bytes) -> bytes:
+        reader, writer = await asyncio.open_connection(*addr)
+        writer.write(send)
+        got = b""
+        try:
+            with pytest.raises(ConnectionResetError):
+                async with asyncio.timeout(15):
+                    while chunk := await reader.read(1024):
+                        got += chunk
+                    raise AssertionError(f"clean EOF after {got!r}: the reset was lost")
+        finally:
+            writer.close()
+        return got
+
+    async def main() -> None:
+        server = await asyncio.start_server(reset_after_hello, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with socket.socket() as probe:  # a port nobody listens on: the worker's dial is refused
+            probe.bind(("127.0.0.1", 0))
+            dead_port = probe.getsockname()[1]
+        async with server, Cluster(work) as cluster:
+            _, ticket = await cluster.sender(*any_receiver)
+            _, addr = await cluster.receiver(ticket, f"tcp://127.0.0.1:{port}")
+            await read_until_reset(addr, b"hello")  # "partial" may or may not arrive before the RST
+            _, dead = await cluster.receiver(ticket, f"tcp://127.0.0.1:{dead_port}", name="dead")
+            assert await read_until_reset(dead, b"anyone?") == b""
 
     run(main())

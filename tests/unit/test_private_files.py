@@ -136,3 +136,13 @@ def test_make_rundir_is_private_and_named_by_pid() -> None:
         assert rundir.name.startswith(f"{RUNDIR_PREFIX}{os.getpid()}-") and mode(rundir) == 0o700
     finally:
         rundir.rmdir()
+
+
+def test_a_named_folder_may_be_readable_but_not_writable_by_others(tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    folder.mkdir()
+    folder.chmod(0o755)
+    assert private_dir(folder, "--control", readable=True) == folder
+    folder.chmod(0o775)
+    with pytest.raises(ConfigError, match="the folder is open to others"):
+        private_dir(folder, "--control", readable=True)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,6 +28,7 @@ OPEN_RETRIES = 3
 OPEN_BACKOFF = 0.1
 HAPPY_EYEBALLS_DELAY = 0.25
 DIAL_TIMEOUT = 10.0
+_LINGER_ZERO = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends an RST
 
 
 @dataclass(slots=True)
@@ -71,6 +74,15 @@ async def _stream_to_local(stream: Stream, writer: asyncio.StreamWriter, count) 
         writer.write_eof()
 
 
+def abort_with_reset(writer: asyncio.StreamWriter) -> None:
+    """Close a local TCP connection with an RST, so its peer sees a reset and not a clean end."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    writer.transport.abort()
+
+
 async def splice(
     stream: Stream,
     reader: asyncio.StreamReader,
@@ -96,7 +108,7 @@ async def splice(
     except* (StreamReset, ConnectionLost, ConnectionError, OSError) as group:
         log.debug("tcp.stream_aborted", error=str(group.exceptions[0]))
         stream.reset()
-        writer.transport.abort()
+        abort_with_reset(writer)
     finally:
         traffic.stream_closed()
         writer.close()

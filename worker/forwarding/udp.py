@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -156,8 +157,8 @@ class _Datagrams(asyncio.DatagramProtocol):
         log.debug("udp.socket_error", error=str(exc))
 
 
-async def serve_receiver_udp(link: UdpLink, bind: tuple[str, int], on_listening: Callable[[tuple], None]) -> None:  # type: ignore[type-arg]
-    """Receiver side: local clients on ``bind``, each address its own flow."""
+async def serve_receiver_udp(link: UdpLink, sock: socket.socket, on_listening: Callable[[tuple], None]) -> None:  # type: ignore[type-arg]
+    """Receiver side: local clients on the bound ``sock``, each address its own flow."""
     flows = FlowTable()
     loop = asyncio.get_running_loop()
 
@@ -166,7 +167,7 @@ async def serve_receiver_udp(link: UdpLink, bind: tuple[str, int], on_listening:
         if flow_id is not None:
             link.enqueue(flow_id, data)
 
-    transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(from_client), local_addr=bind)
+    transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(from_client), sock=sock)
     on_listening(transport.get_extra_info("sockname"))
 
     def to_client(flow_id: int, payload: bytes) -> None:

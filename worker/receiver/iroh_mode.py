@@ -9,6 +9,7 @@ ends or a signal arrives.
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from tunnelpy.common.config import ReceiverConfig
 from tunnelpy.common.errors import ConnectFailed, ConnectionLost, ExitCode
@@ -39,10 +40,10 @@ async def request_session(endpoint: iroh_transport.iroh.Endpoint, node_id: str, 
 
 async def run_receiver(cfg: ReceiverConfig) -> ExitCode:
     """iroh mode: ask the sender's front door, connect to the session's worker, serve."""
-    return await run_until_stopped(_iroh_session(cfg))
+    return await run_until_stopped(cfg, lambda sock: _iroh_session(cfg, sock))
 
 
-async def _iroh_session(cfg: ReceiverConfig) -> None:
+async def _iroh_session(cfg: ReceiverConfig, sock: socket.socket) -> None:
     log.debug("receiver.starting", source=str(cfg.source))
     secret = iroh_transport.decode_secret(cfg.secret, "--secret-file") if cfg.secret else None
     endpoint = await iroh_transport.bind_endpoint(cfg.net, secret=secret, alpns=[])
@@ -51,7 +52,7 @@ async def _iroh_session(cfg: ReceiverConfig) -> None:
         accepted = await request_session(endpoint, cfg.node_id or "", str(cfg.source))
         log.info("receiver.session_accepted", session_id=accepted.session_id)
         conn = await iroh_transport.connect(endpoint, iroh_transport.peer_addr(accepted.worker_ticket), wire.ALPN)
-        await serve_tunnel(conn, cfg)
+        await serve_tunnel(conn, cfg, sock)
     finally:
         if conn is not None:
             conn.close(0, "receiver done")

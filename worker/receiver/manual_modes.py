@@ -10,6 +10,8 @@ Both then serve ``--target`` with the same data plane as iroh mode (:func:`serve
 
 from __future__ import annotations
 
+import socket
+
 from tunnelpy.common.config import NetOptions, ReceiverConfig
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.common.logs import get_logger
@@ -26,10 +28,11 @@ log = get_logger(__name__)
 
 
 async def run_manual_receiver(cfg: ReceiverConfig) -> ExitCode:
-    return await run_until_stopped(_custom_manual(cfg) if cfg.mode == Mode.CUSTOM_MANUAL else _iroh_manual(cfg))
+    session = _custom_manual if cfg.mode == Mode.CUSTOM_MANUAL else _iroh_manual
+    return await run_until_stopped(cfg, lambda sock: session(cfg, sock))
 
 
-async def _custom_manual(cfg: ReceiverConfig) -> None:
+async def _custom_manual(cfg: ReceiverConfig, sock: socket.socket) -> None:
     from tunnelpy.worker.transport.ice import IceAgent
     from tunnelpy.worker.transport.quic.connect import connect_quic
 
@@ -45,10 +48,10 @@ async def _custom_manual(cfg: ReceiverConfig) -> None:
         pair = await agent.connect(timeout=ICE_CONNECT_TIMEOUT)
         conn = await connect_quic(agent, is_client=True, cert_fingerprint=answer.cert_sha256)
         log.info("receiver.connected", transport="ice", pair=str(pair))
-        await _serve(conn, cfg)
+        await _serve(conn, cfg, sock)
 
 
-async def _iroh_manual(cfg: ReceiverConfig) -> None:
+async def _iroh_manual(cfg: ReceiverConfig, sock: socket.socket) -> None:
     net = NetOptions(no_relay=True, bind=cfg.net.bind, stun_servers=cfg.net.stun_servers)
     endpoint = await iroh_transport.bind_endpoint(net, secret=None, alpns=[])
     try:
@@ -64,13 +67,13 @@ async def _iroh_manual(cfg: ReceiverConfig) -> None:
         )
         conn = await iroh_transport.connect(endpoint, peer, wire.ALPN, timeout=ICE_CONNECT_TIMEOUT)
         log.info("receiver.connected", transport="iroh", peer=answer.endpoint_id[:16])
-        await _serve(conn, cfg)
+        await _serve(conn, cfg, sock)
     finally:
         await iroh_transport.close_endpoint(endpoint)
 
 
-async def _serve(conn: Connection, cfg: ReceiverConfig) -> None:
+async def _serve(conn: Connection, cfg: ReceiverConfig, sock: socket.socket) -> None:
     try:
-        await serve_tunnel(conn, cfg)
+        await serve_tunnel(conn, cfg, sock)
     finally:
         conn.close(0, "receiver done")
