@@ -22,6 +22,7 @@ from typing import Any
 from tunnelpy.common import config as cfgmod
 from tunnelpy.common import options as optmod
 from tunnelpy.common.errors import ConfigError, ExitCode, TunnelError
+from tunnelpy.common.merge import RawValues
 from tunnelpy.common.modes import IMPLEMENTED, Mode
 from tunnelpy.common.private_files import make_rundir, remove_stale_rundirs, write_private
 
@@ -133,7 +134,7 @@ def run_receiver(args: argparse.Namespace) -> int:
 
     from tunnelpy.common.logs import configure_logging
 
-    raw = optmod.RawValues(optmod.RECEIVER_OPTIONS, args.mode)
+    raw = RawValues(optmod.RECEIVER_OPTIONS, args.mode)
     raw.update_from_cli(_cli_values(args, optmod.RECEIVER_OPTIONS))
     config = cfgmod.build_receiver_config(raw)
     configure_logging("receiver", fmt=config.log_format, level=config.log_level)

@@ -1,7 +1,7 @@
 """The typed config: frozen models, validated and built from merged raw values.
 
 :mod:`tunnelpy.common.options` declares every key once (flag, help, default) and merges
-defaults < YAML file < CLI flags into :class:`~tunnelpy.common.options.RawValues`. This module
+defaults < YAML file < CLI flags into :class:`~tunnelpy.common.merge.RawValues`. This module
 checks the merged values together (contradicting flags, required keys, the files they name)
 and builds the frozen models the supervisor, the workers and the receiver run on. A model's
 field defaults are read from the option table, not written here again. Errors name where a bad
@@ -20,8 +20,9 @@ from typing import Any
 from tunnelpy.common.allowlist import AllowLists, Source, parse_networks, parse_socket_addr, parse_source
 from tunnelpy.common.errors import ConfigError
 from tunnelpy.common.logs import LOG_FORMATS, LOG_LEVELS
+from tunnelpy.common.merge import RawValues, merge_sender_values
 from tunnelpy.common.modes import Mode
-from tunnelpy.common.options import DEFAULT_STUN_SERVERS, RawValues, default_of, merge_sender_values
+from tunnelpy.common.options import DEFAULT_STUN_SERVERS, default_of
 from tunnelpy.common.private_files import read_secret, read_trusted
 
 
@@ -72,6 +73,8 @@ class SenderConfig:
     allowed: AllowLists
     net: NetOptions
     max_sessions: int = field(default=default_of("max_sessions"))
+    max_startups: int = field(default=default_of("max_startups"))
+    max_pending: int = field(default=default_of("max_pending"))
     secret: Secret | None = field(default=default_of("secret"))  # or read from ``secret_file``
     authorized_keys: frozenset[str] | None = None  # None = any receiver (--allow-any-receiver)
     ticket_file: Path | None = field(default=default_of("ticket_file"))
@@ -206,6 +209,8 @@ def build_sender_config(raw: RawValues) -> SenderConfig:
         allowed=allowed,
         net=_net_options(raw),
         max_sessions=_bounded(raw, "max_sessions") if iroh else 1,
+        max_startups=_bounded(raw, "max_startups") if iroh else 1,
+        max_pending=_bounded(raw, "max_pending") if iroh else 1,
         secret=_read_secret(raw) if iroh else None,
         authorized_keys=authorized,
         ticket_file=Path(raw.get("ticket_file")) if iroh and raw.get("ticket_file") else None,

@@ -54,6 +54,12 @@ async def request_session(stream: MessageStream, source: str) -> sw.SessionAccep
     return reply
 
 
+async def refuse(stream: MessageStream, reply: sw.SessionRejected) -> None:
+    """Sender half, for a peer refused before it spoke (an unknown identity): reply, read nothing."""
+    await stream.write(sw.encode(reply))
+    await stream.finish()
+
+
 async def answer_request(stream: MessageStream, decide: Callable[[sw.SessionRequest], Awaitable[Reply]]) -> Reply:
     """Sender half: read the request, ``decide``, send the reply (returned for the log)."""
     try:

@@ -49,10 +49,12 @@ class Admission:
     max_sessions: int
     authorized: frozenset[str] | None = None
     allowed: AllowLists = field(default_factory=AllowLists)
+    max_pending: int | None = None  # sessions admitted whose receiver has not connected yet
     per_receiver_burst: int = 30
     window: float = 60.0
     draining: bool = False
     _active: dict[str, str] = field(default_factory=dict)  # session_id -> receiver_id
+    _pending: set[str] = field(default_factory=set)
     _recent: dict[str, deque[float]] = field(default_factory=dict)
 
     def authorize(self, receiver_id: str) -> Refused | None:
@@ -89,6 +91,11 @@ class Admission:
                 Refusal.AT_CAPACITY,
                 f"sender at capacity ({len(self._active)}/{self.max_sessions} sessions); try again later",
             )
+        if self.max_pending is not None and len(self._pending) >= self.max_pending:
+            return Refused(
+                Refusal.AT_CAPACITY,
+                f"{len(self._pending)} sessions are waiting for their receivers to connect; try again shortly",
+            )
         self._forget_quiet_receivers(now)
         recent = self._recent.setdefault(receiver_id, deque())
         if len(recent) >= self.per_receiver_burst:
@@ -98,7 +105,12 @@ class Admission:
             )
         recent.append(now)
         self._active[session_id] = receiver_id
+        self._pending.add(session_id)
         return Admitted(session_id, addresses)
+
+    def connected(self, session_id: str) -> None:
+        """The session's receiver reached its worker: it no longer counts as pending."""
+        self._pending.discard(session_id)
 
     def _forget_quiet_receivers(self, now: float) -> None:
         """Drop admissions older than the window, and receivers with none left (bounded memory)."""
@@ -111,6 +123,7 @@ class Admission:
 
     def release(self, session_id: str) -> bool:
         """Free a slot; False if the session held none (already released)."""
+        self._pending.discard(session_id)
         return self._active.pop(session_id, None) is not None
 
     @property

@@ -48,9 +48,21 @@ class Supervisor:
         """``rundir``: the private run folder (its owner, the CLI, removes it)."""
         self.config = config
         self.one_shot = one_shot
-        self.admission = Admission(config.max_sessions, authorized=config.authorized_keys, allowed=config.allowed)
+        self.admission = Admission(
+            config.max_sessions,
+            authorized=config.authorized_keys,
+            allowed=config.allowed,
+            max_pending=config.max_pending,
+        )
         self._zmq = zmq.asyncio.Context()
-        self.pool = WorkerPool(launcher, self._zmq, rundir, config.heartbeat_timeout, self._session_ended)
+        self.pool = WorkerPool(
+            launcher,
+            self._zmq,
+            rundir,
+            config.heartbeat_timeout,
+            on_reaped=self._session_ended,
+            on_connected=lambda record: self.admission.connected(record.session_id),
+        )
         self.service = SessionService(config, self.admission, self.pool, one_shot=one_shot)
         self.front: FrontDoor | None = None
         self._control = self._zmq.socket(zmq.ROUTER)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from typing import Any
 
 from tunnelpy.common.config import SenderConfig
 from tunnelpy.common.errors import ConfigError, ProtocolError
@@ -20,11 +22,28 @@ from tunnelpy.signaling import front_door
 from tunnelpy.signaling import session_wire as sw
 from tunnelpy.supervisor.front import rejection
 from tunnelpy.supervisor.sessions import Opened, SessionService
+from tunnelpy.supervisor.throttle import FrontDoorGuard
 from tunnelpy.worker.transport import iroh_transport
 
 log = get_logger(__name__)
 
 LINGER_TIMEOUT = 5.0
+UNAUTHENTICATED_TIMEOUT = 5.0  # TLS handshake, and an unknown identity's whole visit
+
+
+async def _address_of(incoming: iroh_transport.iroh.Incoming) -> str:
+    """Where an incoming connection comes from, for per-address limits: its IP without the port
+    (which varies per connection), or the relay it came through."""
+    try:
+        addr: Any = await incoming.remote_addr()  # an IncomingAddr variant (IP, RELAY, CUSTOM)
+    except iroh_transport.iroh.IrohError:
+        return "unknown"
+    if addr.is_ip():
+        host = addr.addr.rsplit(":", 1)[0]  # "1.2.3.4:5" or "[::1]:5"
+        return host.strip("[]")
+    if addr.is_relay():
+        return f"relay {addr.url}"
+    return "custom"
 
 
 class IrohFrontDoor:
@@ -34,6 +53,7 @@ class IrohFrontDoor:
     def __init__(self, config: SenderConfig, service: SessionService) -> None:
         self.config = config
         self._service = service
+        self._guard = FrontDoorGuard(max_startups=config.max_startups)
         self.endpoint: iroh_transport.iroh.Endpoint | None = None
         self.ticket = ""
 
@@ -70,28 +90,54 @@ class IrohFrontDoor:
                 incoming = await self.endpoint.accept_next()
                 if incoming is None:
                     return
-                tg.create_task(self._handle(incoming))
+                address = await _address_of(incoming)
+                if why := self._guard.incoming(address, time.monotonic()):
+                    log.warning("front_door.refused_early", peer_address=address, reason=why)
+                    with contextlib.suppress(iroh_transport.iroh.IrohError):
+                        await incoming.refuse()
+                    continue
+                tg.create_task(self._handle(incoming, address))
 
     async def close(self) -> None:
         await iroh_transport.close_endpoint(self.endpoint)
 
-    async def _handle(self, incoming: iroh_transport.iroh.Incoming) -> None:
-        conn = None
+    async def _handle(self, incoming: iroh_transport.iroh.Incoming, address: str) -> None:
+        """One receiver's handshake. Until the peer's identity is known and admitted it holds a
+        startup place and has UNAUTHENTICATED_TIMEOUT; a handshake that ends before that counts
+        as a failure of its address."""
+        conn, authenticated, started = None, False, True
         try:
-            async with asyncio.timeout(front_door.HANDSHAKE_TIMEOUT):
+            async with asyncio.timeout(UNAUTHENTICATED_TIMEOUT):
                 conn = await (await incoming.accept()).connect()
-                receiver_id = str(conn.remote_id())
-                stream = iroh_transport.IrohStream(await conn.accept_bi())
-                await front_door.answer_request(stream, lambda request: self._decide(receiver_id, request))
+            receiver_id = str(conn.remote_id())
+            if why := self._guard.identified(receiver_id, time.monotonic()):
+                log.warning("front_door.refused_early", receiver_id=receiver_id, reason=why)
+                return
+            if refused := self._service.authorize(receiver_id):
+                async with asyncio.timeout(UNAUTHENTICATED_TIMEOUT):  # answer at once, read nothing
+                    stream = iroh_transport.IrohStream(await conn.accept_bi())
+                    await front_door.refuse(stream, rejection(refused))
+            else:
+                authenticated, started = True, False
+                self._guard.finished()  # a known peer no longer holds a startup place
+                async with asyncio.timeout(front_door.HANDSHAKE_TIMEOUT):
+                    stream = iroh_transport.IrohStream(await conn.accept_bi())
+                    await front_door.answer_request(stream, lambda request: self._decide(receiver_id, request))
             # Let the receiver read the reply and close first; closing now could drop it.
             with contextlib.suppress(TimeoutError, iroh_transport.iroh.IrohError):
                 async with asyncio.timeout(LINGER_TIMEOUT):
                     await conn.closed()
         except (TimeoutError, ProtocolError, iroh_transport.iroh.IrohError) as exc:
-            log.warning("front_door.handshake_failed", error=iroh_transport.describe(exc) or "timeout")
+            log.warning(
+                "front_door.handshake_failed", peer_address=address, error=iroh_transport.describe(exc) or "timeout"
+            )
         except Exception as exc:  # one bad handshake must not take the front door down
             log.exception("front_door.handshake_crashed", error=str(exc))
         finally:
+            if started:
+                self._guard.finished()
+            if not authenticated:
+                self._guard.failed(address, time.monotonic())
             if conn is not None:
                 conn.close(0, b"")
 

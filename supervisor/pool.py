@@ -33,8 +33,8 @@ KILL_GRACE = 3.0  # SIGTERM, then SIGKILL this much later
 
 class WorkerPool:
     """Driven by the session service (``spawn_worker``), the arbiter's housekeeping tick
-    (``murder_stale``) and the loop (sentinels, worker messages). ``on_reaped`` is called with
-    each record once its worker is gone."""
+    (``murder_stale``) and the loop (sentinels, worker messages). ``on_connected`` is called
+    when a session's receiver reaches its worker, ``on_reaped`` once its worker is gone."""
 
     def __init__(
         self,
@@ -43,12 +43,14 @@ class WorkerPool:
         rundir: Path,
         heartbeat_timeout: float,
         on_reaped: Callable[[SessionRecord], None],
+        on_connected: Callable[[SessionRecord], None] = lambda record: None,
     ) -> None:
         self.launcher = launcher
         self.records: dict[str, SessionRecord] = {}
         self.liveness = Liveness(heartbeat_timeout)
         self.endpoint = f"ipc://{rundir}/workers.sock"
         self._on_reaped = on_reaped
+        self._on_connected = on_connected
         self._socket = zmq_context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.bind(self.endpoint)
@@ -121,7 +123,10 @@ class WorkerPool:
                 log.error("worker.bad_message", session_id=record.session_id, error=str(exc))
                 continue
             self.liveness.beat(record.session_id, time.monotonic())
+            was_connected = record.state is SessionState.CONNECTED
             record.apply(msg)
+            if record.state is SessionState.CONNECTED and not was_connected:
+                self._on_connected(record)
             if isinstance(msg, contract.WorkerExiting):
                 log.info("worker.exiting", session_id=record.session_id, reason=msg.reason)
             elif isinstance(msg, contract.WorkerReady) and draining():

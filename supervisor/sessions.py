@@ -89,12 +89,18 @@ class SessionService:
         self.pool = pool
         self.accept_timeout = contract.PASTE_WAIT if one_shot else contract.ACCEPT_TIMEOUT
 
+    def authorize(self, receiver_id: str) -> Refused | None:
+        """The identity check alone, for a front door that knows the peer before its request."""
+        refused = self.admission.authorize(receiver_id)
+        if refused is not None:
+            log.warning("session.refused", reason=refused.reason.value, receiver_id=receiver_id)
+        return refused
+
     async def open_session(
         self, receiver_id: str, source_text: str, rendezvous: contract.RendezvousSpec | None = None
     ) -> Opened | Refused:
         """Check, admit and spawn. Never raises for a user error: every refusal is an answer."""
-        if refused := self.admission.authorize(receiver_id):
-            log.warning("session.refused", reason=refused.reason.value, receiver_id=receiver_id)
+        if refused := self.authorize(receiver_id):
             return refused
         try:
             source = parse_source(source_text, what="requested source")

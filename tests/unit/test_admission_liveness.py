@@ -188,3 +188,18 @@ def test_admitted_source_carries_the_checked_addresses() -> None:
     decision = admission.admit("a", "r", now=0.0, source=(parse_source("tcp://localhost:22"), ["127.0.0.1"]))
     assert decision == Admitted("a", ("127.0.0.1",))
     assert admission.active == 1
+
+
+def test_pending_sessions_are_capped_until_their_receivers_connect() -> None:
+    admission = Admission(max_sessions=100, max_pending=2, per_receiver_burst=100)
+    assert isinstance(admission.admit("a", "id-a", now=0.0), Admitted)
+    assert isinstance(admission.admit("b", "id-b", now=0.0), Admitted)
+    refused = admission.admit("c", "id-c", now=0.0)
+    assert refused == Refused(
+        RejectReason.AT_CAPACITY, "2 sessions are waiting for their receivers to connect; try again shortly"
+    )
+    admission.connected("a")
+    assert isinstance(admission.admit("c", "id-c", now=0.0), Admitted)
+    admission.release("b")  # a pending session that ends frees its pending place too
+    assert isinstance(admission.admit("d", "id-d", now=0.0), Admitted)
+    assert admission.active == 3

@@ -12,6 +12,7 @@ from tunnelpy.common import config as cfg
 from tunnelpy.common import options as opts
 from tunnelpy.common.allowlist import AllowLists, Proto, Source
 from tunnelpy.common.errors import ConfigError, ExitCode
+from tunnelpy.common.merge import RawValues
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = REPO / "deploy" / "examples"
@@ -430,7 +431,7 @@ RECEIVER_CLI = {"node_id": KEY_A, "source": "tcp://127.0.0.1:22", "target": "127
 
 
 def receiver(cli: dict, mode: str = "iroh") -> cfg.ReceiverConfig:
-    raw = opts.RawValues(opts.RECEIVER_OPTIONS, mode)
+    raw = RawValues(opts.RECEIVER_OPTIONS, mode)
     raw.update_from_cli(cli)
     return cfg.build_receiver_config(raw)
 

@@ -26,6 +26,8 @@ SANS_IO = [
     "worker/transport/quic/pmtud.py",
     "supervisor/admission.py",
     "supervisor/liveness.py",
+    "supervisor/throttle.py",
+    "signaling/nostr_wire.py",
     "supervisor/control_wire.py",
 ]
 IO_MODULES = {"asyncio", "socket", "zmq", "selectors", "uvloop", "iroh", "aioice", "aioquic", "subprocess"}
