@@ -86,9 +86,7 @@ async def measure_idle_sessions(work: Path, count: int, source: str) -> dict[str
         for conn in conns:
             conn.close(0, "bench done")
         for endpoint in endpoints:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await endpoint.close()
+            await iroh_transport.close_endpoint(endpoint)
         for peer in peers:
             await peer.stop()
 

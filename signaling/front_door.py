@@ -54,22 +54,26 @@ async def request_session(stream: MessageStream, source: str) -> sw.SessionAccep
     return reply
 
 
-async def refuse(stream: MessageStream, reply: sw.SessionRejected) -> None:
-    """Sender half, for a peer refused before it spoke (an unknown identity): reply, read nothing."""
+async def read_request(stream: MessageStream) -> sw.SessionRequest | sw.SessionRejected:
+    """Sender half, first step: the request, or the rejection to send a peer of another version."""
+    try:
+        request = await read_message(stream)
+    except VersionMismatch as exc:
+        return sw.SessionRejected(sw.RejectReason.VERSION_MISMATCH, str(exc))
+    if not isinstance(request, sw.SessionRequest):
+        raise ProtocolError(f"expected a session request, got {type(request).__name__}")
+    return request
+
+
+async def send_reply(stream: MessageStream, reply: Reply) -> None:
+    """Sender half, last step (also the whole answer to a peer refused before it spoke)."""
     await stream.write(sw.encode(reply))
     await stream.finish()
 
 
 async def answer_request(stream: MessageStream, decide: Callable[[sw.SessionRequest], Awaitable[Reply]]) -> Reply:
-    """Sender half: read the request, ``decide``, send the reply (returned for the log)."""
-    try:
-        request = await read_message(stream)
-    except VersionMismatch as exc:
-        reply: Reply = sw.SessionRejected(sw.RejectReason.VERSION_MISMATCH, str(exc))
-    else:
-        if not isinstance(request, sw.SessionRequest):
-            raise ProtocolError(f"expected a session request, got {type(request).__name__}")
-        reply = await decide(request)
-    await stream.write(sw.encode(reply))
-    await stream.finish()
+    """Sender half in one call: read the request, ``decide``, send the reply (returned for the log)."""
+    request = await read_request(stream)
+    reply = await decide(request) if isinstance(request, sw.SessionRequest) else request
+    await send_reply(stream, reply)
     return reply

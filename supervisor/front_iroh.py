@@ -28,7 +28,7 @@ from tunnelpy.worker.transport import iroh_transport
 log = get_logger(__name__)
 
 LINGER_TIMEOUT = 5.0
-UNAUTHENTICATED_TIMEOUT = 5.0  # TLS handshake, and an unknown identity's whole visit
+UNAUTHENTICATED_TIMEOUT = 5.0  # connect to a request read (an unknown identity's whole visit)
 
 
 async def _address_of(incoming: iroh_transport.iroh.Incoming) -> str:
@@ -109,20 +109,22 @@ class IrohFrontDoor:
         try:
             async with asyncio.timeout(UNAUTHENTICATED_TIMEOUT):
                 conn = await (await incoming.accept()).connect()
-            receiver_id = str(conn.remote_id())
-            if why := self._guard.identified(receiver_id, time.monotonic()):
-                log.warning("front_door.refused_early", receiver_id=receiver_id, reason=why)
-                return
-            if refused := self._service.authorize(receiver_id):
-                async with asyncio.timeout(UNAUTHENTICATED_TIMEOUT):  # answer at once, read nothing
-                    stream = iroh_transport.IrohStream(await conn.accept_bi())
-                    await front_door.refuse(stream, rejection(refused))
-            else:
+                receiver_id = str(conn.remote_id())
+                if why := self._guard.identified(receiver_id, time.monotonic()):
+                    log.warning("front_door.refused_early", receiver_id=receiver_id, reason=why)
+                    return
+                refused = self._service.authorize(receiver_id)
+                stream = iroh_transport.IrohStream(await conn.accept_bi())
+                # An unknown identity is answered at once, without reading what it sent.
+                request = rejection(refused) if refused else await front_door.read_request(stream)
+            if isinstance(request, sw.SessionRequest):
                 authenticated, started = True, False
-                self._guard.finished()  # a known peer no longer holds a startup place
+                self._guard.finished()  # a known peer that spoke no longer holds a startup place
                 async with asyncio.timeout(front_door.HANDSHAKE_TIMEOUT):
-                    stream = iroh_transport.IrohStream(await conn.accept_bi())
-                    await front_door.answer_request(stream, lambda request: self._decide(receiver_id, request))
+                    await front_door.send_reply(stream, await self._decide(receiver_id, request))
+            else:
+                async with asyncio.timeout(UNAUTHENTICATED_TIMEOUT):
+                    await front_door.send_reply(stream, request)
             # Let the receiver read the reply and close first; closing now could drop it.
             with contextlib.suppress(TimeoutError, iroh_transport.iroh.IrohError):
                 async with asyncio.timeout(LINGER_TIMEOUT):

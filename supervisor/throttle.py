@@ -57,7 +57,7 @@ class FrontDoorGuard:
 
     max_startups: int = 32
     failures_per_address: KeyedRate = field(default_factory=lambda: KeyedRate(burst=20, window=60.0))
-    per_identity: KeyedRate = field(default_factory=lambda: KeyedRate(burst=10, window=10.0))
+    per_identity: KeyedRate = field(default_factory=lambda: KeyedRate(burst=30, window=60.0))  # as admission's
     in_flight: int = 0
 
     def incoming(self, address: str, now: float) -> str | None:

@@ -174,6 +174,9 @@ def test_front_door_rejects_a_newer_protocol_version_and_keeps_serving(tmp_path)
     class SaysNo:
         """A session service that refuses every request (and records what was asked)."""
 
+        def authorize(self, receiver_id: str) -> None:
+            return None
+
         async def open_session(self, receiver_id: str, source: str) -> Refused:
             seen.append(source)
             return Refused(Refusal.NOT_ALLOWED, "test says no")
