@@ -47,11 +47,16 @@ def release_free_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-try:
-    _LIBC: ctypes.CDLL | None = ctypes.CDLL("libc.so.6")
-    _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
-except (OSError, AttributeError):  # not glibc
-    _LIBC = None
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return libc
+
+
+_LIBC = _glibc()
 
 
 class Supervisor:
