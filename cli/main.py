@@ -208,7 +208,8 @@ def _run(func, *args: Any) -> int:  # type: ignore[no-untyped-def]
     try:
         return int(func(*args))
     except TunnelError as exc:
-        print(f"tunnel-py: error: {exc}", file=sys.stderr)
+        # One line, whatever a library put in the message (iroh's errors span several).
+        print(f"tunnel-py: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         return int(ExitCode.INTERRUPTED)

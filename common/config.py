@@ -228,11 +228,17 @@ def build_receiver_config(raw: RawValues) -> ReceiverConfig:
     for key in ("source", "target") + (("node_id",) if iroh else ()):
         if not raw.get(key):
             raise ConfigError(f"{raw.origin[key]} is required")
+    net = _net_options(raw)
+    if iroh and net.no_relay and not raw.get("node_id").strip().startswith("endpoint"):
+        raise ConfigError(
+            f"{raw.origin['node_id']}: with --no-relay nothing can look up a bare EndpointId; "
+            "pass the full ticket (endpoint...) the sender wrote to its --ticket-file"
+        )
     return ReceiverConfig(
         mode=raw.mode,
         source=parse_source(raw.get("source")),
         target=parse_socket_addr(raw.get("target"), what=raw.origin["target"]),
-        net=_net_options(raw),
+        net=net,
         node_id=raw.get("node_id") if iroh else None,
         secret=_read_secret(raw) if iroh else None,
         log_format=_choice(raw, "log_format", LOG_FORMATS),

@@ -550,3 +550,12 @@ def test_numbers_outside_their_bounds_are_refused_from_flags_and_yaml(tmp_path: 
     assert text.startswith(f"{flag}: must be a number from "), text
     yaml_path = write(tmp_path, MINIMAL + f"{key}: {value if not isinstance(value, float) else '.nan'}\n", "b.yaml")
     assert f"{key}: must be a number from " in config_error("iroh", {}, yaml_path)
+
+
+def test_a_bare_endpoint_id_with_no_relay_asks_for_the_ticket() -> None:
+    raw = RawValues(opts.RECEIVER_OPTIONS, "iroh")
+    raw.update_from_cli(
+        {"node_id": "ab" * 32, "source": "tcp://127.0.0.1:22", "target": "127.0.0.1:2222", "no_relay": True}
+    )
+    with pytest.raises(ConfigError, match=r"--node-id: with --no-relay .* pass the full ticket \(endpoint\.\.\.\)"):
+        cfg.build_receiver_config(raw)

@@ -32,10 +32,12 @@ CONNECT_TIMEOUT = 10.0
 
 
 def describe(exc: BaseException) -> str:
-    """iroh errors print as empty strings (stack-notes §8): use kind and message."""
+    """One line for a user: iroh errors print as empty strings (stack-notes §8), and their
+    messages span lines and name Rust source files; keep the first line of the message."""
     if isinstance(exc, iroh.IrohError):
-        return f"{exc.kind().name.lower()}: {exc.message()}"
-    return str(exc) or type(exc).__name__
+        first = next((line.strip() for line in exc.message().splitlines() if line.strip()), "")
+        return f"{exc.kind().name.lower()}: {first}"
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def decode_secret(text: str, where: str) -> bytes:
