@@ -98,6 +98,8 @@ class ReceiverConfig:
     net: NetOptions
     node_id: str | None = field(default=default_of("node_id"))
     secret: Secret | None = None  # read from ``secret_file``
+    no_reconnect: bool = field(default=default_of("no_reconnect"))
+    reconnect_max: float = field(default=default_of("reconnect_max"))
     log_format: str = field(default=default_of("log_format"))
     log_level: str = field(default=default_of("log_level"))
 
@@ -241,6 +243,8 @@ def build_receiver_config(raw: RawValues) -> ReceiverConfig:
         net=net,
         node_id=raw.get("node_id") if iroh else None,
         secret=_read_secret(raw) if iroh else None,
+        no_reconnect=bool(raw.get("no_reconnect")) if "no_reconnect" in raw.values else True,
+        reconnect_max=_bounded(raw, "reconnect_max") if "reconnect_max" in raw.values else default_of("reconnect_max"),
         log_format=_choice(raw, "log_format", LOG_FORMATS),
         log_level=_choice(raw, "log_level", LOG_LEVELS),
     )

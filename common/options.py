@@ -60,6 +60,7 @@ def _num(value: float) -> str:
 _IROH_ONLY = (Mode.IROH,)
 _IROH_BOTH = (Mode.IROH, Mode.IROH_MANUAL)
 _STUN_MODES = (Mode.IROH_MANUAL, Mode.CUSTOM_MANUAL)
+_RECONNECTING = (Mode.IROH, Mode.NOSTR)  # modes whose receiver can start a new session alone
 
 # Keys both sides share: how an endpoint reaches the network, and logging.
 _COMMON = (
@@ -266,6 +267,25 @@ RECEIVER_OPTIONS: tuple[Option, ...] = (
         kind="path",
         metavar="PATH",
         modes=_IROH_ONLY,
+    ),
+    Option(
+        "no_reconnect",
+        "--no-reconnect",
+        "exit when the session is lost (exit code 11; 10 if the sender cannot be reached) instead of "
+        "reconnecting with backoff while the local listener stays up",
+        kind="bool",
+        default=False,
+        modes=_RECONNECTING,
+    ),
+    Option(
+        "reconnect_max",
+        "--reconnect-max",
+        "longest wait in seconds between reconnect attempts (exponential backoff with jitter)",
+        kind="float",
+        default=30.0,
+        metavar="SECONDS",
+        modes=_RECONNECTING,
+        bounds=(1, 3_600),
     ),
     *_COMMON,
 )

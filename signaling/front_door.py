@@ -8,6 +8,7 @@ over any :class:`MessageStream`, so the exchange does not care which transport c
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -15,6 +16,7 @@ from tunnelpy.common.errors import ProtocolError, SessionRefused, VersionMismatc
 from tunnelpy.signaling import session_wire as sw
 
 HANDSHAKE_TIMEOUT = 30.0  # covers the request read, the worker spawn and the reply
+INSTANCE = secrets.token_hex(8)  # this receiver process: a restarted one replaces its ghosts at once
 
 Reply = sw.SessionAccepted | sw.SessionRejected
 
@@ -40,9 +42,10 @@ async def read_message(stream: MessageStream) -> sw.Message:
     return msg
 
 
-async def request_session(stream: MessageStream, source: str) -> sw.SessionAccepted:
-    """Receiver half: ask for ``source``; a rejection raises SessionRefused with its exit code."""
-    await stream.write(sw.encode(sw.SessionRequest(source=source)))
+async def request_session(stream: MessageStream, source: str, *, replaces: str = "") -> sw.SessionAccepted:
+    """Receiver half: ask for ``source`` (``replaces``: our previous session, when reconnecting);
+    a rejection raises SessionRefused with its exit code."""
+    await stream.write(sw.encode(sw.SessionRequest(source=source, instance=INSTANCE, replaces=replaces)))
     await stream.finish()
     reply = await read_message(stream)
     if isinstance(reply, sw.SessionRejected):

@@ -61,6 +61,10 @@ _EXIT_CODES = {
 @dataclass(frozen=True, slots=True)
 class SessionRequest:
     source: str  # tcp://HOST:PORT or udp://HOST:PORT
+    # Which receiver process asks (random per process), and the session it held before a
+    # reconnect: the sender replaces that receiver's older sessions at once (ghost slots).
+    instance: str = ""
+    replaces: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,7 +144,9 @@ class IrohFrontDoor:
                 conn.close(0, b"")
 
     async def _decide(self, receiver_id: str, request: sw.SessionRequest) -> front_door.Reply:
-        opened = await self._service.open_session(receiver_id, request.source)
+        opened = await self._service.open_session(
+            receiver_id, request.source, instance=request.instance, replaces=request.replaces
+        )
         if not isinstance(opened, Opened):
             return rejection(opened)
         return sw.SessionAccepted(session_id=opened.session_id, worker_ticket=opened.ready.ticket)

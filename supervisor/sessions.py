@@ -34,6 +34,7 @@ class SessionRecord:
     session_id: str
     receiver_id: str
     source: str
+    instance: str = ""  # the receiver process that asked (SessionRequest.instance)
     started: float = field(default_factory=time.monotonic)
     state: SessionState = SessionState.STARTING
     process: Any = None  # multiprocessing Process
@@ -97,11 +98,21 @@ class SessionService:
         return refused
 
     async def open_session(
-        self, receiver_id: str, source_text: str, rendezvous: contract.RendezvousSpec | None = None
+        self,
+        receiver_id: str,
+        source_text: str,
+        rendezvous: contract.RendezvousSpec | None = None,
+        *,
+        instance: str = "",
+        replaces: str = "",
     ) -> Opened | Refused:
-        """Check, admit and spawn. Never raises for a user error: every refusal is an answer."""
+        """Check, admit and spawn. Never raises for a user error: every refusal is an answer.
+
+        ``instance``/``replaces`` (iroh mode) let a restarted or reconnecting receiver replace
+        its own ghost sessions at once instead of waiting for their idle timeout."""
         if refused := self.authorize(receiver_id):
             return refused
+        self._replace_ghosts(receiver_id, instance, replaces)
         try:
             source = parse_source(source_text, what="requested source")
         except ConfigError as exc:
@@ -110,7 +121,7 @@ class SessionService:
         decision = self.admission.admit(session_id, receiver_id, time.monotonic(), (source, await resolve(source)))
         if isinstance(decision, Refused):
             return self._refuse(decision, receiver_id)
-        record = SessionRecord(session_id, receiver_id, str(source))
+        record = SessionRecord(session_id, receiver_id, str(source), instance)
         record.ready = asyncio.get_running_loop().create_future()
         self.pool.spawn_worker(record, self._spec(record, source, decision.addresses, rendezvous))
         try:
@@ -128,6 +139,19 @@ class SessionService:
             worker_pid=record.process.pid,
         )
         return Opened(session_id, ready)
+
+    def _replace_ghosts(self, receiver_id: str, instance: str, replaces: str) -> None:
+        """End this receiver's sessions that a new request supersedes: the one it says it
+        replaces, and any from another process of the same identity (it restarted)."""
+        for record in list(self.pool.records.values()):
+            if record.receiver_id != receiver_id or record.term_sent_at is not None:
+                continue
+            restarted = bool(instance and record.instance and record.instance != instance)
+            if restarted or (replaces and record.session_id == replaces):
+                log.info("session.replaced", session_id=record.session_id, receiver_id=receiver_id)
+                self.pool.send(record.session_id, contract.Stop("replaced by a new session of its receiver"))
+                self.pool.terminate(record, "replaced")
+                self.admission.release(record.session_id)  # its slot is the new session's now
 
     @staticmethod
     def _refuse(refused: Refused, receiver_id: str) -> Refused:

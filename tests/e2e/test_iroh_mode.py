@@ -210,7 +210,8 @@ def test_sigterm_drains_and_leaves_no_process_behind(work, any_receiver):
         async with EchoService() as echo, Cluster(work) as cluster:
             sender, ticket = await cluster.sender(*any_receiver)
             receivers = [
-                await cluster.receiver(ticket, f"tcp://127.0.0.1:{echo.tcp_port}", name=f"r{n}") for n in range(2)
+                await cluster.receiver(ticket, f"tcp://127.0.0.1:{echo.tcp_port}", "--no-reconnect", name=f"r{n}")
+                for n in range(2)
             ]
             reader, writer = await asyncio.open_connection(*receivers[0][1])  # a live stream during drain
             writer.write(b"ping")

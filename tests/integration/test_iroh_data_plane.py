@@ -177,7 +177,7 @@ def test_front_door_rejects_a_newer_protocol_version_and_keeps_serving(tmp_path)
         def authorize(self, receiver_id: str) -> None:
             return None
 
-        async def open_session(self, receiver_id: str, source: str) -> Refused:
+        async def open_session(self, receiver_id: str, source: str, **_: str) -> Refused:
             seen.append(source)
             return Refused(Refusal.NOT_ALLOWED, "test says no")
 

@@ -111,8 +111,13 @@ def test_encoding_is_version_kind_then_fields() -> None:
 
 def test_session_message_is_length_prefixed() -> None:
     data = sw.encode(sw.SessionRequest(source="tcp://127.0.0.1:22"))
-    body = b'{"v":1,"kind":"session_request","source":"tcp://127.0.0.1:22"}'
+    body = b'{"v":1,"kind":"session_request","source":"tcp://127.0.0.1:22","instance":"","replaces":""}'
     assert data == struct.pack(">I", len(body)) + body
+
+
+def test_a_request_of_an_older_receiver_without_instance_fields_decodes() -> None:
+    old = sw.decode(b'{"v":1,"kind":"session_request","source":"tcp://127.0.0.1:22"}')
+    assert old == sw.SessionRequest(source="tcp://127.0.0.1:22", instance="", replaces="")
 
 
 def test_rejection_decodes_to_the_enum() -> None:

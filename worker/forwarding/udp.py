@@ -157,30 +157,46 @@ class _Datagrams(asyncio.DatagramProtocol):
         log.debug("udp.socket_error", error=str(exc))
 
 
-async def serve_receiver_udp(link: UdpLink, sock: socket.socket, on_listening: Callable[[tuple], None]) -> None:  # type: ignore[type-arg]
-    """Receiver side: local clients on the bound ``sock``, each address its own flow."""
-    flows = FlowTable()
-    loop = asyncio.get_running_loop()
+class ReceiverUdp:
+    """The receiver's local UDP side for its whole life: clients on the bound socket, each
+    address its own flow, kept while tunnels come and go. :meth:`carry` pumps one tunnel's
+    :class:`UdpLink`; while none is attached, datagrams from clients are dropped (UDP may)."""
 
-    def from_client(data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
-        flow_id = flows.flow_for(addr, time.monotonic())
-        if flow_id is not None:
-            link.enqueue(flow_id, data)
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.flows = FlowTable()
+        self.dropped = 0
+        self._link: UdpLink | None = None
+        self._transport: asyncio.DatagramTransport | None = None
 
-    transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(from_client), sock=sock)
-    on_listening(transport.get_extra_info("sockname"))
+    async def run(self) -> None:
+        """Receive from local clients until cancelled (expiring idle flows)."""
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self._from_client), sock=self._sock)
+        try:
+            await _sweep(self.flows, lambda flow_id, key: None)
+        finally:
+            self._transport.close()
 
-    def to_client(flow_id: int, payload: bytes) -> None:
-        addr = flows.key_of(flow_id, time.monotonic())
-        if addr is not None:
-            transport.sendto(payload, addr)  # type: ignore[arg-type]  # keys here are client addresses
+    async def carry(self, link: UdpLink) -> None:
+        """Carry datagrams both ways over ``link`` until its connection fails."""
+        self._link = link
+        try:
+            await link.run(self._to_client)
+        finally:
+            self._link = None
 
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(link.run(to_client))
-            tg.create_task(_sweep(flows, lambda flow_id, key: None))
-    finally:
-        transport.close()
+    def _from_client(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+        flow_id = self.flows.flow_for(addr, time.monotonic())
+        if flow_id is None or self._link is None:
+            self.dropped += 1
+            return
+        self._link.enqueue(flow_id, data)
+
+    def _to_client(self, flow_id: int, payload: bytes) -> None:
+        addr = self.flows.key_of(flow_id, time.monotonic())
+        if addr is not None and self._transport is not None:
+            self._transport.sendto(payload, addr)  # type: ignore[arg-type]  # keys here are client addresses
 
 
 async def serve_worker_udp(link: UdpLink, addresses: tuple[str, ...], port: int) -> None:

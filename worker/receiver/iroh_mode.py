@@ -9,7 +9,6 @@ ends or a signal arrives.
 from __future__ import annotations
 
 import asyncio
-import socket
 
 from tunnelpy.common.config import ReceiverConfig
 from tunnelpy.common.errors import ConnectFailed, ConnectionLost, ExitCode
@@ -17,19 +16,21 @@ from tunnelpy.common.logs import get_logger
 from tunnelpy.signaling import front_door
 from tunnelpy.signaling import session_wire as sw
 from tunnelpy.worker.forwarding import wire
-from tunnelpy.worker.receiver.tunnel import run_until_stopped, serve_tunnel
+from tunnelpy.worker.receiver.tunnel import LocalSide, run_until_stopped
 from tunnelpy.worker.transport import iroh_transport
 
 log = get_logger(__name__)
 
 
-async def request_session(endpoint: iroh_transport.iroh.Endpoint, node_id: str, source: str) -> sw.SessionAccepted:
+async def request_session(
+    endpoint: iroh_transport.iroh.Endpoint, node_id: str, source: str, *, replaces: str = ""
+) -> sw.SessionAccepted:
     """Ask the sender's front door for a session; raises SessionRefused with its reason."""
     front = await iroh_transport.connect(endpoint, iroh_transport.peer_addr(node_id), sw.ALPN)
     timeout = front_door.HANDSHAKE_TIMEOUT
     try:
         async with asyncio.timeout(timeout):
-            return await front_door.request_session(await front.open_stream(), source)
+            return await front_door.request_session(await front.open_stream(), source, replaces=replaces)
     except TimeoutError as exc:
         raise ConnectFailed(f"the sender did not answer the session request within {timeout:.0f} s") from exc
     except ConnectionLost as exc:
@@ -39,21 +40,26 @@ async def request_session(endpoint: iroh_transport.iroh.Endpoint, node_id: str, 
 
 
 async def run_receiver(cfg: ReceiverConfig) -> ExitCode:
-    """iroh mode: ask the sender's front door, connect to the session's worker, serve."""
-    return await run_until_stopped(cfg, lambda sock: _iroh_session(cfg, sock))
-
-
-async def _iroh_session(cfg: ReceiverConfig, sock: socket.socket) -> None:
+    """iroh mode: ask the sender's front door, connect to the session's worker, serve; after a
+    loss, ask again (same endpoint and identity) unless --no-reconnect."""
     log.debug("receiver.starting", source=str(cfg.source))
     secret = iroh_transport.decode_secret(cfg.secret, "--secret-file") if cfg.secret else None
     endpoint = await iroh_transport.bind_endpoint(cfg.net, secret=secret, alpns=[])
-    conn = None
-    try:
-        accepted = await request_session(endpoint, cfg.node_id or "", str(cfg.source))
+    previous: list[str] = []  # the session a reconnect replaces at the sender (a ghost, if it lingers)
+
+    async def session(local: LocalSide) -> None:
+        accepted = await request_session(
+            endpoint, cfg.node_id or "", str(cfg.source), replaces=previous[-1] if previous else ""
+        )
+        previous.append(accepted.session_id)
         log.info("receiver.session_accepted", session_id=accepted.session_id)
         conn = await iroh_transport.connect(endpoint, iroh_transport.peer_addr(accepted.worker_ticket), wire.ALPN)
-        await serve_tunnel(conn, cfg, sock)
-    finally:
-        if conn is not None:
+        try:
+            await local.serve(conn)
+        finally:
             conn.close(0, "receiver done")
+
+    try:
+        return await run_until_stopped(cfg, session, reconnect=not cfg.no_reconnect)
+    finally:
         await iroh_transport.close_endpoint(endpoint)

@@ -10,8 +10,6 @@ Both then serve ``--target`` with the same data plane as iroh mode (:func:`serve
 
 from __future__ import annotations
 
-import socket
-
 from tunnelpy.common.config import NetOptions, ReceiverConfig
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.common.logs import get_logger
@@ -19,7 +17,7 @@ from tunnelpy.common.modes import Mode
 from tunnelpy.signaling import manual_blocks as mb
 from tunnelpy.signaling.paste import emit_block, read_pasted
 from tunnelpy.worker.forwarding import wire
-from tunnelpy.worker.receiver.tunnel import run_until_stopped, serve_tunnel
+from tunnelpy.worker.receiver.tunnel import LocalSide, run_until_stopped
 from tunnelpy.worker.rendezvous import ICE_CONNECT_TIMEOUT, iroh_direct_addresses, stun_address
 from tunnelpy.worker.transport import iroh_transport
 from tunnelpy.worker.transport.interface import Connection
@@ -29,10 +27,10 @@ log = get_logger(__name__)
 
 async def run_manual_receiver(cfg: ReceiverConfig) -> ExitCode:
     session = _custom_manual if cfg.mode == Mode.CUSTOM_MANUAL else _iroh_manual
-    return await run_until_stopped(cfg, lambda sock: session(cfg, sock))
+    return await run_until_stopped(cfg, lambda local: session(cfg, local))  # one pasted exchange: no reconnect
 
 
-async def _custom_manual(cfg: ReceiverConfig, sock: socket.socket) -> None:
+async def _custom_manual(cfg: ReceiverConfig, local: LocalSide) -> None:
     from tunnelpy.worker.transport.ice import IceAgent
     from tunnelpy.worker.transport.quic.connect import connect_quic
 
@@ -48,10 +46,10 @@ async def _custom_manual(cfg: ReceiverConfig, sock: socket.socket) -> None:
         pair = await agent.connect(timeout=ICE_CONNECT_TIMEOUT)
         conn = await connect_quic(agent, is_client=True, cert_fingerprint=answer.cert_sha256)
         log.info("receiver.connected", transport="ice", pair=str(pair))
-        await _serve(conn, cfg, sock)
+        await _serve(conn, local)
 
 
-async def _iroh_manual(cfg: ReceiverConfig, sock: socket.socket) -> None:
+async def _iroh_manual(cfg: ReceiverConfig, local: LocalSide) -> None:
     net = NetOptions(no_relay=True, bind=cfg.net.bind, stun_servers=cfg.net.stun_servers)
     endpoint = await iroh_transport.bind_endpoint(net, secret=None, alpns=[])
     try:
@@ -67,13 +65,13 @@ async def _iroh_manual(cfg: ReceiverConfig, sock: socket.socket) -> None:
         )
         conn = await iroh_transport.connect(endpoint, peer, wire.ALPN, timeout=ICE_CONNECT_TIMEOUT)
         log.info("receiver.connected", transport="iroh", peer=answer.endpoint_id[:16])
-        await _serve(conn, cfg, sock)
+        await _serve(conn, local)
     finally:
         await iroh_transport.close_endpoint(endpoint)
 
 
-async def _serve(conn: Connection, cfg: ReceiverConfig, sock: socket.socket) -> None:
+async def _serve(conn: Connection, local: LocalSide) -> None:
     try:
-        await serve_tunnel(conn, cfg, sock)
+        await local.serve(conn)
     finally:
         conn.close(0, "receiver done")

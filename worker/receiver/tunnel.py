@@ -1,13 +1,17 @@
-"""What every receiver does once it has a connection: serve ``--target`` over it until it ends.
+"""The receiver's local side and its lifecycle, shared by every mode.
 
-The receiver is the worker's peer and runs the same data plane (:mod:`~tunnelpy.worker.forwarding`)
-over the same transport interface. :func:`run_until_stopped` runs any mode's receiver until it
-fails or a signal arrives.
+:class:`LocalSide` holds ``--target`` for the receiver's whole life and carries local traffic
+over whichever connection is live (the worker's peer, the same data plane as the worker:
+:mod:`~tunnelpy.worker.forwarding`). :func:`run_until_stopped` binds ``--target`` first, runs a
+mode's session and, where the mode can (``reconnect``), re-establishes a lost session with
+backoff while the listener stays up: local connections made meanwhile wait
+:data:`CONNECT_WAIT` seconds and are then reset.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import socket
 from collections.abc import Callable, Coroutine
@@ -15,14 +19,17 @@ from typing import Any
 
 from tunnelpy.common.allowlist import Proto
 from tunnelpy.common.config import ReceiverConfig
-from tunnelpy.common.errors import ConfigError, ConnectionLost, ExitCode, TunnelError
+from tunnelpy.common.errors import ConfigError, ConnectFailed, ConnectionLost, ExitCode, SessionRefused, TunnelError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.worker.forwarding import wire
 from tunnelpy.worker.forwarding.tcp import READER_LIMIT, Traffic, abort_with_reset, open_stream_with_retry, splice
-from tunnelpy.worker.forwarding.udp import UdpLink, serve_receiver_udp
+from tunnelpy.worker.forwarding.udp import ReceiverUdp, UdpLink
+from tunnelpy.worker.receiver.backoff import Backoff
 from tunnelpy.worker.transport.interface import Connection
 
 log = get_logger(__name__)
+
+CONNECT_WAIT = 10.0  # a local connection made while the tunnel is down waits this long, then is reset
 
 
 def first_leaf(exc: BaseException) -> BaseException:
@@ -53,66 +60,142 @@ def bind_target(cfg: ReceiverConfig) -> socket.socket:
     return sock
 
 
-async def serve_tunnel(conn: Connection, cfg: ReceiverConfig, sock: socket.socket) -> None:
-    """Serve the bound ``--target`` socket over ``conn`` until the connection fails (raises ConnectionLost)."""
-    traffic = Traffic()
+class LocalSide:
+    """Driven by :meth:`run` (local clients, for the receiver's life) and :meth:`serve` (one
+    connection at a time, swapped in as sessions come and go)."""
 
-    def listening(address: tuple) -> None:  # type: ignore[type-arg]
+    def __init__(self, cfg: ReceiverConfig, sock: socket.socket) -> None:
+        self.cfg = cfg
+        self.sock = sock
+        self.traffic = Traffic()
+        self.udp = ReceiverUdp(sock) if cfg.source.proto is Proto.UDP else None
+        self._conn: Connection | None = None
+        self._live = asyncio.Event()
+        self.connections = 0  # how many sessions this side has carried
+
+    async def run(self) -> None:
+        """Serve local clients until cancelled."""
+        if self.udp is not None:
+            await self.udp.run()
+            return
+        async with asyncio.TaskGroup() as tg:
+            server = await asyncio.start_server(
+                lambda r, w: tg.create_task(self._forward(r, w)) and None,
+                sock=self.sock,
+                limit=READER_LIMIT,
+                backlog=128,
+            )
+            async with server:
+                await asyncio.Event().wait()
+
+    async def serve(self, conn: Connection) -> None:
+        """Carry local traffic over ``conn`` until it ends: raises ConnectionLost with the reason."""
+        link = None
+        if self.udp is not None:
+            frames = await open_stream_with_retry(conn, wire.StreamKind.UDP_FRAMES)
+            link = UdpLink(conn, frames, self.traffic, outbound_is_up=True)
+        self._conn = conn
+        self._live.set()
+        self.connections += 1
+        address = self.sock.getsockname()
         log.info(
-            "receiver.listening",
-            proto=cfg.source.proto.value,
+            "receiver.listening" if self.connections == 1 else "receiver.reconnected",
+            proto=self.cfg.source.proto.value,
             address=f"{address[0]}:{address[1]}",
-            source=str(cfg.source),
+            source=str(self.cfg.source),
         )
-
-    if cfg.source.proto is Proto.UDP:
-        frames = await open_stream_with_retry(conn, wire.StreamKind.UDP_FRAMES)
-        link = UdpLink(conn, frames, traffic, outbound_is_up=True)
-        await serve_receiver_udp(link, sock, listening)
-        return
-    async with asyncio.TaskGroup() as tg:
-
-        async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                stream = await open_stream_with_retry(conn, wire.StreamKind.TCP)
-            except ConnectionLost:
-                abort_with_reset(writer)
-                return
-            await splice(stream, reader, writer, traffic, local_is_source=False)
-
-        server = await asyncio.start_server(
-            lambda r, w: tg.create_task(forward(r, w)) and None, sock=sock, limit=READER_LIMIT, backlog=128
-        )
-        listening(server.sockets[0].getsockname())
-        async with server:
-            reason = await conn.wait_closed()
+        try:
+            if link is not None and self.udp is not None:
+                async with asyncio.TaskGroup() as tg:
+                    carrying = tg.create_task(self.udp.carry(link))
+                    reason = await conn.wait_closed()
+                    carrying.cancel()
+            else:
+                reason = await conn.wait_closed()
+        finally:
+            self._live.clear()
+            self._conn = None
         raise ConnectionLost(reason)
 
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = await self._current()
+        if conn is None:
+            log.warning("receiver.local_refused", reason=f"no tunnel within {CONNECT_WAIT:.0f} s")
+            abort_with_reset(writer)
+            return
+        try:
+            stream = await open_stream_with_retry(conn, wire.StreamKind.TCP)
+        except ConnectionLost:
+            abort_with_reset(writer)
+            return
+        await splice(stream, reader, writer, self.traffic, local_is_source=False)
 
-async def run_until_stopped(
-    cfg: ReceiverConfig, session: Callable[[socket.socket], Coroutine[Any, Any, None]]
-) -> ExitCode:
-    """Bind ``--target``, then run a receiver's ``session`` on that socket until it fails or
-    SIGTERM/SIGINT arrives (exit 0, at any stage: even while waiting for a pasted answer); a
-    lost connection raises ConnectionLost with the first underlying reason."""
+    async def _current(self) -> Connection | None:
+        if not self._live.is_set():
+            try:
+                async with asyncio.timeout(CONNECT_WAIT):
+                    await self._live.wait()
+            except TimeoutError:
+                return None
+        return self._conn
+
+
+Session = Callable[[LocalSide], Coroutine[Any, Any, None]]
+
+
+async def run_until_stopped(cfg: ReceiverConfig, session: Session, *, reconnect: bool = False) -> ExitCode:
+    """Bind ``--target``, then run a mode's ``session`` on the local side until it fails or
+    SIGTERM/SIGINT arrives (exit 0, at any stage: even while waiting for a pasted answer).
+
+    With ``reconnect``, once a session has been up, losing it starts a new one with backoff
+    and jitter (``cfg.reconnect_max`` caps the delay), through unreachable, full or draining
+    senders; errors another try cannot fix (refused identity or source, version, config) end
+    the receiver with their exit code, as does any failure before the first session. Without
+    it a lost connection raises ConnectionLost with the first underlying reason."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    sock = bind_target(cfg)
+    local = LocalSide(cfg, bind_target(cfg))
     try:
         async with asyncio.TaskGroup() as tg:
-            serve_task = tg.create_task(session(sock))
+            local_task = tg.create_task(local.run())
+            serve_task = tg.create_task(_sessions(local, session, reconnect, cfg.reconnect_max))
             stop_task = tg.create_task(stop.wait())
-            await asyncio.wait([serve_task, stop_task], return_when=asyncio.FIRST_COMPLETED)
-            stop_task.cancel()
-            serve_task.cancel()
+            await asyncio.wait([serve_task, stop_task, local_task], return_when=asyncio.FIRST_COMPLETED)
+            for task in (stop_task, serve_task, local_task):
+                task.cancel()
     except* ConnectionLost as group:
         raise ConnectionLost(f"the session ended: {first_leaf(group)}") from None
     except* TunnelError as group:  # a user-facing error at any stage: the CLI prints it, no traceback
         raise first_leaf(group) from None
     finally:
-        sock.close()
+        local.sock.close()
     if stop.is_set():
         log.info("receiver.stopped")
     return ExitCode.OK
+
+
+async def _sessions(local: LocalSide, session: Session, reconnect: bool, cap: float) -> None:
+    backoff = Backoff(cap=cap)
+    while True:
+        carried = local.connections
+        try:
+            await session(local)
+            return
+        except (ConnectionLost, ConnectFailed, SessionRefused) as exc:
+            # Only a session that once worked is re-established: a first refusal or an
+            # unreachable sender at start is the user's to see, with its exit code.
+            if not reconnect or not local.connections or not _retryable(exc):
+                raise
+            if local.connections > carried:
+                backoff.reset()  # it was connected: start the delays again from the shortest
+            delay = backoff.next_delay(random.random())
+            log.warning("receiver.lost", reason=" ".join(str(exc).split()), exit_code=int(exc.exit_code))
+            log.info("receiver.retrying", delay_s=round(delay, 2), attempt=backoff.attempts)
+            await asyncio.sleep(delay)
+
+
+def _retryable(exc: TunnelError) -> bool:
+    """Whether another try may succeed: a lost or unreachable sender, a full or draining one."""
+    return exc.exit_code in (ExitCode.CONNECTION_LOST, ExitCode.CONNECT_FAILED, ExitCode.AT_CAPACITY, ExitCode.DRAINING)

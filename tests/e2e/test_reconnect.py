@@ -1,0 +1,143 @@
+"""Staying up: receivers that re-establish their session by themselves, and ghost slots.
+
+Real processes on 127.0.0.1 (relays off): a worker SIGKILLed, a sender killed and restarted
+with the same identity and address, a receiver restarted with the same key at --max-sessions 1.
+The local listener stays up throughout; times are logged, never asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.support import Cluster, run
+from tunnelpy.bench.harness import EchoService, Peer, tcp_echo_roundtrip
+from tunnelpy.cli.status import fetch_status
+from tunnelpy.common.errors import ExitCode
+
+pytestmark = pytest.mark.e2e
+
+
+def worker_pids(sender: Peer) -> dict[str, int]:
+    return {e["session_id"]: e["pid"] for e in sender.events if e.get("event") == "worker.ready"}
+
+
+async def echo_ok(addr: tuple[str, int], size: int = 64 * 1024) -> None:
+    payload = os.urandom(size)
+    assert await tcp_echo_roundtrip(addr, payload) == payload
+
+
+def at(event: dict) -> datetime:  # type: ignore[type-arg]
+    return datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+
+
+def seconds_between(first: dict, second: dict) -> float:  # type: ignore[type-arg]
+    return (at(second) - at(first)).total_seconds()
+
+
+async def keygen(work, name: str) -> str:  # type: ignore[no-untyped-def]
+    proc = await asyncio.create_subprocess_exec(
+        "tunnel-py", "generate-iroh-key", "-o", str(work / name), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    return out.decode().split("EndpointId:")[1].strip()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_receiver_reconnects_after_its_worker_is_killed(work, any_receiver):
+    async def main() -> None:
+        async with EchoService() as echo, Cluster(work) as cluster:
+            sender, ticket = await cluster.sender(*any_receiver)
+            receiver, addr = await cluster.receiver(ticket, f"tcp://127.0.0.1:{echo.tcp_port}")
+            assert addr is not None
+            await echo_ok(addr)
+            ((session_id, pid),) = worker_pids(sender).items()
+            killed_at = datetime.now(UTC)
+            os.kill(pid, signal.SIGKILL)
+            reaped = await sender.wait_event("worker.reaped", session_id=session_id)
+            lost = await receiver.wait_event("receiver.lost", timeout=60)
+            back = await receiver.wait_event("receiver.reconnected", timeout=60)
+            assert back["address"] == f"{addr[0]}:{addr[1]}"  # the same local listener
+            await echo_ok(addr)  # through the new session, the local client touched nothing
+            assert len(worker_pids(sender)) == 2
+            print(
+                f"worker killed -> slot free {(at(reaped) - killed_at).total_seconds():.2f} s, "
+                f"receiver lost -> reconnected {seconds_between(lost, back):.2f} s"
+            )
+
+    run(main(), timeout=150)
+
+
+def test_receiver_survives_a_sender_restart_with_the_same_identity(work):
+    async def main() -> None:
+        await keygen(work, "sender.key")
+        port = free_port()
+        args = [
+            "--secret-file",
+            str(work / "sender.key"),
+            "--allow-any-receiver",
+            "--allowed-tcp",
+            "127.0.0.1/32",
+            "--bind",
+            f"127.0.0.1:{port}",
+        ]
+        async with EchoService() as echo, Cluster(work) as cluster:
+            sender, ticket = await cluster.sender(*args)
+            receiver, addr = await cluster.receiver(ticket, f"tcp://127.0.0.1:{echo.tcp_port}", "--reconnect-max", "2")
+            assert addr is not None
+            await echo_ok(addr)
+            assert sender.proc is not None
+            sender.proc.send_signal(signal.SIGKILL)
+            await sender.wait()
+            lost = await receiver.wait_event("receiver.lost", timeout=60)
+            retrying = await receiver.wait_event("receiver.retrying", timeout=10)
+            assert retrying["delay_s"] <= 2
+            await cluster.sender(*args, name="restarted")
+            back = await receiver.wait_event("receiver.reconnected", timeout=90)
+            await echo_ok(addr)
+            print(f"sender restarted: receiver lost -> reconnected {seconds_between(lost, back):.2f} s")
+
+    run(main(), timeout=200)
+
+
+def test_a_restarted_receiver_replaces_its_ghost_at_once(work):
+    """SIGKILL leaves the worker waiting for the QUIC idle timeout; the same key, restarted,
+    gets its session at once even at --max-sessions 1 (its ghost is replaced)."""
+
+    async def main() -> None:
+        await keygen(work, "receiver.key")
+        async with EchoService() as echo, Cluster(work) as cluster:
+            sender, ticket = await cluster.sender(
+                "--allow-any-receiver", "--allowed-tcp", "127.0.0.1/32", "--max-sessions", "1"
+            )
+            source = f"tcp://127.0.0.1:{echo.tcp_port}"
+            key = ("--secret-file", str(work / "receiver.key"))
+            first, addr = await cluster.receiver(ticket, source, *key, name="first")
+            assert addr is not None
+            await echo_ok(addr)
+            assert first.proc is not None
+            first.proc.send_signal(signal.SIGKILL)
+            await first.wait()
+            _, addr2 = await cluster.receiver(ticket, source, *key, name="second")
+            assert addr2 is not None
+            replaced = await sender.wait_event("session.replaced")
+            await echo_ok(addr2)
+            async with asyncio.timeout(15):  # the ghost's worker goes; one session remains, the new one
+                while len(sessions := (await fetch_status(work / "sender.sock")).sessions) != 1:
+                    await asyncio.sleep(0.2)
+            assert sessions[0]["session_id"] != replaced["session_id"]
+            third, _ = await cluster.receiver(ticket, source, name="stranger", wait=False)  # another identity
+            assert await third.wait() == ExitCode.AT_CAPACITY  # the slot is the second's, not free
+
+    run(main(), timeout=120)
