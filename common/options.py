@@ -212,6 +212,22 @@ SENDER_OPTIONS: tuple[Option, ...] = (
         default=10.0,
         metavar="SECONDS",
     ),
+    # -- metrics and dashboard (issue 11) --
+    Option(
+        "metrics_listen",
+        "--metrics-listen",
+        "serve Prometheus /metrics and the live dashboard on this IP:PORT (default: off; "
+        "a non-loopback address needs --metrics-token-file)",
+        metavar="IP:PORT",
+    ),
+    Option(
+        "metrics_token_file",
+        "--metrics-token-file",
+        "private file (mode 0600) holding the bearer token every metrics/dashboard request must send "
+        "as 'Authorization: Bearer TOKEN'",
+        kind="path",
+        metavar="PATH",
+    ),
     *_COMMON,
 )
 
@@ -232,6 +248,13 @@ RECEIVER_OPTIONS: tuple[Option, ...] = (
         kind="path",
         metavar="PATH",
         modes=_IROH_ONLY,
+    ),
+    Option(
+        "quiet",
+        "--quiet",
+        "no live status line on a TTY, and log only warnings and errors (for scripts)",
+        kind="bool",
+        default=False,
     ),
     *_COMMON,
 )

@@ -29,10 +29,12 @@ from tunnelpy.common.errors import ConfigError, ExitCode, ProtocolError, TunnelE
 from tunnelpy.common.logs import get_logger
 from tunnelpy.supervisor import control_wire as cw
 from tunnelpy.supervisor.admission import Admission
+from tunnelpy.supervisor.counters import Counters
 from tunnelpy.supervisor.front import FrontDoor
 from tunnelpy.supervisor.launcher import WorkerLauncher
 from tunnelpy.supervisor.pool import WorkerPool
 from tunnelpy.supervisor.sessions import SessionRecord, SessionService
+from tunnelpy.supervisor.web import WebListener
 from tunnelpy.worker import contract
 
 log = get_logger(__name__)
@@ -52,7 +54,9 @@ class Supervisor:
         self._rundir = Path(tempfile.mkdtemp(prefix="tunnel-py-"))  # mkdtemp: mode 0700
         self._zmq = zmq.asyncio.Context()
         self.pool = WorkerPool(launcher, self._zmq, self._rundir, config.heartbeat_timeout, self._session_ended)
-        self.service = SessionService(config, self.admission, self.pool, one_shot=one_shot)
+        self.counters = Counters()
+        self.service = SessionService(config, self.admission, self.pool, one_shot=one_shot, counters=self.counters)
+        self.web = WebListener(config.metrics_listen, config.metrics_token, self) if config.metrics_listen else None
         self.front: FrontDoor | None = None
         self._control = self._zmq.socket(zmq.ROUTER)
         self._control.setsockopt(zmq.LINGER, 0)
@@ -68,6 +72,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._signals.put_nowait, sig)
         await self._bind_control()
+        if self.web is not None:
+            await self.web.bind()
         startup_error: TunnelError | None = None
         try:
             async with asyncio.TaskGroup() as tg:
@@ -76,6 +82,7 @@ class Supervisor:
                     self._control_requests(),
                     self._housekeeping(),
                     self._signal_loop(),
+                    *([self.web.serve()] if self.web is not None else []),
                 )
                 tasks: list[asyncio.Task[Any]] = [tg.create_task(coro) for coro in loops]
                 # The loops already run: a manual front door's start() waits for a worker, and a
@@ -109,6 +116,7 @@ class Supervisor:
 
     def _session_ended(self, record: SessionRecord) -> None:
         self.admission.release(record.session_id)
+        self.counters.session_ended(record.view(time.monotonic()), record.process.exitcode)
         if self.one_shot:
             self._finished.set()
 
@@ -141,8 +149,10 @@ class Supervisor:
             else:
                 self.handle_drain(sig)
 
-    def handle_drain(self, sig: signal.Signals) -> None:
-        log.info("supervisor.draining", signal=sig.name, sessions=len(self.pool.records), grace=self.config.drain_grace)
+    def handle_drain(self, sig: signal.Signals | str) -> None:
+        """Drain on the first signal, or on an operator's request (``sig``: what asked for it)."""
+        why = sig.name if isinstance(sig, signal.Signals) else sig
+        log.info("supervisor.draining", signal=why, sessions=len(self.pool.records), grace=self.config.drain_grace)
         self.admission.draining = True
         self._drain_deadline = time.monotonic() + self.config.drain_grace
         self.pool.broadcast(contract.Drain())
@@ -178,16 +188,32 @@ class Supervisor:
                 await self._control.send_multipart([ident, b"", reply])
 
     def status(self) -> cw.StatusReply:
+        """The one snapshot behind ``tunnel-py status``, the dashboard and ``/metrics``."""
         now = time.monotonic()
-        views = tuple(dataclasses.asdict(record.view(now)) for record in self.pool.records.values())
+        views = [record.view(now) for record in self.pool.records.values()]
         return cw.StatusReply(
             mode=self.config.mode,
             endpoint_id=self.front.endpoint_id if self.front else "",
             ticket=self.front.ticket if self.front else "",
             draining=self.admission.draining,
             max_sessions=self.config.max_sessions,
-            sessions=views,
+            sessions=tuple(dataclasses.asdict(view) for view in views),
+            totals=self.counters.totals(views),
         )
+
+    # -- operator actions (the dashboard) ---------------------------------------------
+    def close_session(self, session_id: str) -> bool:
+        """Ask one session's worker to stop; False if there is no such session."""
+        if session_id not in self.pool.records:
+            return False
+        log.info("session.closing", session_id=session_id, why="operator")
+        self.pool.send(session_id, contract.Stop("closed by the operator"))
+        return True
+
+    def drain(self) -> None:
+        """Drain as SIGTERM would (a second request does nothing: only a signal forces)."""
+        if not self.admission.draining:
+            self.handle_drain("operator")
 
 
 async def _control_answers(ctx: zmq.asyncio.Context, path: Path) -> bool:

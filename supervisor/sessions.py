@@ -15,6 +15,7 @@ from tunnelpy.common.errors import ConfigError, ProtocolError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.supervisor.admission import Admission, Refusal, Refused
 from tunnelpy.supervisor.control_wire import SessionView
+from tunnelpy.supervisor.counters import Counters
 from tunnelpy.worker import contract
 from tunnelpy.worker.contract import SessionState
 
@@ -68,6 +69,9 @@ class SessionRecord:
             rtt_ms=hb.rtt_ms if hb else None,
             pid=self.process.pid if self.process is not None else None,
             flows_open=hb.flows_open if hb else 0,
+            path=hb.path if hb else None,
+            lost_packets=hb.lost_packets if hb else 0,
+            datagrams_dropped=hb.datagrams_dropped if hb else 0,
         )
 
 
@@ -83,18 +87,23 @@ class SessionService:
     """What every front door calls: ``open_session`` turns a request into a ready worker or a
     :class:`Refused` the front door sends back in its own wire format."""
 
-    def __init__(self, config: SenderConfig, admission: Admission, pool: WorkerPool, *, one_shot: bool) -> None:
+    def __init__(
+        self, config: SenderConfig, admission: Admission, pool: WorkerPool, *, one_shot: bool, counters: Counters
+    ) -> None:
         self.config = config
         self.admission = admission
         self.pool = pool
+        self.counters = counters
         self.accept_timeout = contract.PASTE_WAIT if one_shot else contract.ACCEPT_TIMEOUT
 
     async def open_session(
         self, receiver_id: str, source_text: str, rendezvous: contract.RendezvousSpec | None = None
     ) -> Opened | Refused:
         """Check, admit and spawn. Never raises for a user error: every refusal is an answer."""
+        requested = time.monotonic()
         if refused := self.admission.authorize(receiver_id):
             log.warning("session.refused", reason=refused.reason.value, receiver_id=receiver_id)
+            self.counters.session_refused(refused.reason)
             return refused
         try:
             source = parse_source(source_text, what="requested source")
@@ -104,6 +113,7 @@ class SessionService:
         decision = self.admission.admit(session_id, receiver_id, time.monotonic(), (source, await resolve(source)))
         if isinstance(decision, Refused):
             return self._refuse(decision, receiver_id)
+        self.counters.session_admitted()
         record = SessionRecord(session_id, receiver_id, str(source))
         record.ready = asyncio.get_running_loop().create_future()
         self.pool.spawn_worker(record, self._spec(record, source, decision.addresses, rendezvous))
@@ -113,7 +123,9 @@ class SessionService:
         except (TimeoutError, ProtocolError) as exc:
             log.error("session.worker_not_ready", session_id=session_id, error=str(exc) or "timeout")
             self.pool.terminate(record, "not ready")
+            self.counters.session_refused(Refusal.INTERNAL)
             return Refused(Refusal.INTERNAL, "the sender's worker failed to start")
+        self.counters.session_ready(time.monotonic() - requested)
         log.info(
             "session.opened",
             session_id=session_id,
@@ -123,9 +135,9 @@ class SessionService:
         )
         return Opened(session_id, ready)
 
-    @staticmethod
-    def _refuse(refused: Refused, receiver_id: str) -> Refused:
+    def _refuse(self, refused: Refused, receiver_id: str) -> Refused:
         log.warning("session.refused", reason=refused.reason.value, receiver_id=receiver_id, error=refused.message)
+        self.counters.session_refused(refused.reason)
         return refused
 
     def _spec(

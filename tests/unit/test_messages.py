@@ -44,6 +44,16 @@ WORKER_MESSAGES = [
     ww.Heartbeat(
         state="connected", bytes_up=1, bytes_down=2, streams_open=3, streams_total=4, rtt_ms=1.5, flows_open=6
     ),
+    ww.Heartbeat(
+        state="connected",
+        bytes_up=1,
+        bytes_down=2,
+        streams_open=0,
+        streams_total=0,
+        lost_packets=7,
+        datagrams_dropped=8,
+        path="relay",
+    ),
     ww.Heartbeat(state="waiting", bytes_up=0, bytes_down=0, streams_open=0, streams_total=0),
     ww.WorkerExiting(reason="peer closed", exit_code=11),
     ww.Drain(),
@@ -134,7 +144,7 @@ def test_heartbeat_optional_fields_take_defaults() -> None:
     msg = decode_dict(
         ww,
         {
-            "v": 2,
+            "v": ww.VERSION,
             "kind": "heartbeat",
             "state": "connected",
             "bytes_up": 5,
@@ -152,7 +162,7 @@ def test_float_field_accepts_an_integer() -> None:
     msg = decode_dict(
         ww,
         {
-            "v": 2,
+            "v": ww.VERSION,
             "kind": "heartbeat",
             "state": "connected",
             "bytes_up": 0,
@@ -239,11 +249,11 @@ def test_unhashable_kind_is_a_protocol_error(kind) -> None:  # type: ignore[no-u
         (sw, {"v": 1, "kind": "session_rejected", "message": "m"}, "reason"),
         (
             ww,
-            {"v": 2, "kind": "heartbeat", "state": "connected", "bytes_up": 0, "bytes_down": 0, "streams_open": 0},
+            {"v": ww.VERSION, "kind": "heartbeat", "state": "connected", "bytes_up": 0, "bytes_down": 0, "streams_open": 0},
             "streams_total",
         ),
-        (ww, {"v": 2, "kind": "exiting", "reason": "r"}, "exit_code"),
-        (ww, {"v": 2, "kind": "stop"}, "reason"),
+        (ww, {"v": ww.VERSION, "kind": "exiting", "reason": "r"}, "exit_code"),
+        (ww, {"v": ww.VERSION, "kind": "stop"}, "reason"),
         (
             cw,
             {
@@ -265,7 +275,7 @@ def test_missing_field_is_named(wire: ModuleType, body: dict, field: str) -> Non
 
 
 HEARTBEAT = {
-    "v": 2,
+    "v": ww.VERSION,
     "kind": "heartbeat",
     "state": "connected",
     "bytes_up": 0,
@@ -296,9 +306,9 @@ STATUS_REPLY = {
         (ww, HEARTBEAT, "rtt_ms", "fast"),
         (ww, HEARTBEAT, "rtt_ms", False),  # bool is not a float either
         (ww, HEARTBEAT, "flows_open", 2.5),
-        (ww, {"v": 2, "kind": "exiting", "reason": "r"}, "exit_code", "11"),
-        (ww, {"v": 2, "kind": "ready"}, "ticket", ["t"]),
-        (ww, {"v": 2, "kind": "ready"}, "ice", "abcd"),
+        (ww, {"v": ww.VERSION, "kind": "exiting", "reason": "r"}, "exit_code", "11"),
+        (ww, {"v": ww.VERSION, "kind": "ready"}, "ticket", ["t"]),
+        (ww, {"v": ww.VERSION, "kind": "ready"}, "ice", "abcd"),
         (ww, HEARTBEAT, "state", "bogus"),
         (sw, {"v": 1, "kind": "session_request"}, "source", {"host": "x"}),
         (sw, {"v": 1, "kind": "session_rejected", "message": "m"}, "reason", "bogus"),
