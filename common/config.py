@@ -199,8 +199,7 @@ def read_token_file(path: str, where: str) -> Secret:
         raise ConfigError(f"{where} {path}: cannot read ({exc.strerror})") from exc
     if mode & 0o077:
         raise ConfigError(
-            f"{where} {path}: readable by group or others (mode {mode & 0o777:o}); "
-            f"it holds a secret: chmod 600 {path}"
+            f"{where} {path}: readable by group or others (mode {mode & 0o777:o}); it holds a secret: chmod 600 {path}"
         )
     if len(text) < 16:
         raise ConfigError(f"{where} {path}: the token must be at least 16 characters (e.g. openssl rand -hex 32)")

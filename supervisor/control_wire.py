@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tunnelpy.common import messages
 
-VERSION = 2  # 2: totals, and path/lost packets/dropped datagrams per session
+VERSION = 1  # new fields have defaults and unknown fields are ignored: old and new peers still agree
 
 
 class Kind(enum.StrEnum):

@@ -109,4 +109,3 @@ class Counters:
             "streams_open": streams_open,
             "flows_open": flows_open,
         }
-

@@ -105,7 +105,9 @@ class StatusCollector(Collector):
         moved.add_metric(["up"], totals["bytes_up"])
         moved.add_metric(["down"], totals["bytes_down"])
         yield moved
-        yield _counter("streams_opened", "TCP streams opened over all sessions (receivers open them).", totals["streams_total"])
+        yield _counter(
+            "streams_opened", "TCP streams opened over all sessions (receivers open them).", totals["streams_total"]
+        )
         yield _gauge("streams_open", "TCP streams open now.", totals["streams_open"])
         yield _gauge("udp_flows_open", "UDP flows (local clients) open now.", totals["flows_open"])
         yield _counter(
@@ -126,7 +128,9 @@ class StatusCollector(Collector):
         def family(kind: type, name: str, doc: str, extra: tuple[str, ...] = ()) -> Any:
             return kind(f"{PREFIX}_session_{name}", doc, labels=[*SESSION_LABELS, *extra])
 
-        info = family(GaugeMetricFamily, "info", "1 per live session; its source, state and path.", ("source", "state", "path"))
+        info = family(
+            GaugeMetricFamily, "info", "1 per live session; its source, state and path.", ("source", "state", "path")
+        )
         uptime = family(GaugeMetricFamily, "uptime_seconds", "Seconds since the session was requested.")
         rtt = family(GaugeMetricFamily, "rtt_seconds", "Round-trip time of the session's path (once measured).")
         lost = family(CounterMetricFamily, "lost_packets", "Packets the session's transport counted as lost.")
@@ -134,7 +138,9 @@ class StatusCollector(Collector):
         streams = family(GaugeMetricFamily, "streams_open", "TCP streams open in this session.")
         dropped = family(CounterMetricFamily, "udp_datagrams_dropped", "UDP datagrams this session dropped.")
         rss = GaugeMetricFamily(f"{PREFIX}_worker_resident_memory_bytes", "Worker RSS.", labels=list(SESSION_LABELS))
-        pss = GaugeMetricFamily(f"{PREFIX}_worker_proportional_memory_bytes", "Worker PSS.", labels=list(SESSION_LABELS))
+        pss = GaugeMetricFamily(
+            f"{PREFIX}_worker_proportional_memory_bytes", "Worker PSS.", labels=list(SESSION_LABELS)
+        )
         for s in sessions:
             ids = [s["session_id"], s["receiver_id"]]
             info.add_metric([*ids, s["source"], s["state"], s["path"] or "unknown"], 1)

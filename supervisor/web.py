@@ -106,7 +106,9 @@ class WebListener:
         try:
             self._server = await asyncio.start_server(self._accept, *self.address, limit=MAX_HEAD)
         except OSError as exc:
-            raise ConfigError(f"--metrics-listen {self.address[0]}:{self.address[1]}: cannot listen ({exc.strerror})") from exc
+            raise ConfigError(
+                f"--metrics-listen {self.address[0]}:{self.address[1]}: cannot listen ({exc.strerror})"
+            ) from exc
         host, port = self._server.sockets[0].getsockname()[:2]
         log.info("metrics.listening", address=f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
@@ -260,7 +262,11 @@ async def _send(
 
 
 async def _maybe_send_error(
-    conn: h11.Connection, writer: asyncio.StreamWriter, status: int, message: str, extra: list[tuple[str, str]] | None = None
+    conn: h11.Connection,
+    writer: asyncio.StreamWriter,
+    status: int,
+    message: str,
+    extra: list[tuple[str, str]] | None = None,
 ) -> None:
     """Answer with ``status`` if the exchange still allows a response (h11 says whether)."""
     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):

@@ -114,8 +114,8 @@ def test_samples_cover_every_kind(wire: ModuleType, msgs: list) -> None:
 
 
 def test_encoding_is_version_kind_then_fields() -> None:
-    assert ww.encode(ww.Stop(reason="bye")) == b'{"v":2,"kind":"stop","reason":"bye"}'
-    assert ww.encode(ww.Drain()) == b'{"v":2,"kind":"drain"}'
+    assert ww.encode(ww.Stop(reason="bye")) == b'{"v":3,"kind":"stop","reason":"bye"}'
+    assert ww.encode(ww.Drain()) == b'{"v":3,"kind":"drain"}'
     assert cw.encode(cw.StatusRequest()) == b'{"v":1,"kind":"status_request"}'
 
 
@@ -233,7 +233,7 @@ def test_unknown_kind_is_a_protocol_error(wire: ModuleType, kind) -> None:  # ty
 
 def test_kind_of_another_protocol_is_unknown() -> None:
     assert "unknown message kind 'stop'" in protocol_error(sw, b'{"v":1,"kind":"stop","reason":"x"}')
-    assert "unknown message kind 'session_request'" in protocol_error(ww, b'{"v":2,"kind":"session_request"}')
+    assert "unknown message kind 'session_request'" in protocol_error(ww, b'{"v":3,"kind":"session_request"}')
 
 
 @pytest.mark.parametrize("kind", [[], {}], ids=["list", "object"])
@@ -249,7 +249,14 @@ def test_unhashable_kind_is_a_protocol_error(kind) -> None:  # type: ignore[no-u
         (sw, {"v": 1, "kind": "session_rejected", "message": "m"}, "reason"),
         (
             ww,
-            {"v": ww.VERSION, "kind": "heartbeat", "state": "connected", "bytes_up": 0, "bytes_down": 0, "streams_open": 0},
+            {
+                "v": ww.VERSION,
+                "kind": "heartbeat",
+                "state": "connected",
+                "bytes_up": 0,
+                "bytes_down": 0,
+                "streams_open": 0,
+            },
             "streams_total",
         ),
         (ww, {"v": ww.VERSION, "kind": "exiting", "reason": "r"}, "exit_code"),
@@ -353,7 +360,7 @@ def test_unhashable_enum_value_is_a_protocol_error(value) -> None:  # type: igno
 
 def test_unknown_extra_fields_are_ignored() -> None:
     # A newer peer of the same version may add optional fields; they must not break us.
-    assert ww.decode(b'{"v":2,"kind":"stop","reason":"x","extra":1}') == ww.Stop(reason="x")
+    assert ww.decode(b'{"v":3,"kind":"stop","reason":"x","extra":1}') == ww.Stop(reason="x")
 
 
 # -- session framing ------------------------------------------------------------------

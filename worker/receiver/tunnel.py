@@ -19,15 +19,24 @@ from tunnelpy.common.logs import get_logger
 from tunnelpy.worker.forwarding import wire
 from tunnelpy.worker.forwarding.tcp import READER_LIMIT, Traffic, open_stream_with_retry, splice
 from tunnelpy.worker.forwarding.udp import UdpLink, serve_receiver_udp
+from tunnelpy.worker.receiver.status_line import start_status_line
 from tunnelpy.worker.transport.interface import Connection
 
 log = get_logger(__name__)
 
 
 async def serve_tunnel(conn: Connection, cfg: ReceiverConfig) -> None:
-    """Serve ``cfg.target`` over ``conn`` until the connection fails (raises ConnectionLost)."""
+    """Serve ``cfg.target`` over ``conn`` until the connection fails (raises ConnectionLost),
+    with a live status line on a TTY."""
     traffic = Traffic()
+    line = start_status_line(conn, traffic, cfg)
+    try:
+        await _serve(conn, cfg, traffic)
+    finally:
+        line.stop()
 
+
+async def _serve(conn: Connection, cfg: ReceiverConfig, traffic: Traffic) -> None:
     def listening(address: tuple) -> None:  # type: ignore[type-arg]
         log.info(
             "receiver.listening",
