@@ -131,12 +131,14 @@ class WebListener:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections += 1
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        failed = True
         try:
-            if self._connections > MAX_CONNECTIONS:
-                raise HttpError(503, "too many connections")
             async with asyncio.timeout(HEAD_TIMEOUT):
                 request, body = await _read_request(conn, reader)
+            if self._connections > MAX_CONNECTIONS:
+                raise HttpError(503, "too many connections")
             await self._route(conn, writer, request, body)
+            failed = False
         except HttpError as exc:
             await _maybe_send_error(conn, writer, exc.status, str(exc), exc.headers)
         except h11.RemoteProtocolError as exc:
@@ -147,6 +149,8 @@ class WebListener:
             pass
         finally:
             self._connections -= 1
+            if failed:
+                await _linger(reader, writer)
             writer.close()
 
     # -- routing ---------------------------------------------------------------------
@@ -232,6 +236,18 @@ async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> t
             return request, body
         else:  # ConnectionClosed
             raise ConnectionResetError("closed mid-request")
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Before closing on an error, half-close and read what the client still sends (bounded),
+    so the kernel does not answer its unread request with a reset that loses our response."""
+    with contextlib.suppress(OSError, RuntimeError, TimeoutError):
+        if writer.can_write_eof():
+            writer.write_eof()
+        async with asyncio.timeout(1.0):
+            for _ in range(16):
+                if not await reader.read(65536):
+                    break
 
 
 async def _write(writer: asyncio.StreamWriter, data: bytes | None) -> None:
