@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.http_client import http, request
 from tests.support import run
 from tunnelpy.supervisor import control_wire as cw
 from tunnelpy.supervisor import web
@@ -47,23 +48,6 @@ async def listening(token: str | None = None) -> AsyncIterator[tuple[web.WebList
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def request(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(raw)
-    await writer.drain()
-    data = await reader.read()  # the server closes after one response
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines[1:])
-    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
-
-
-def http(method: str, path: str, *headers: str, host: str = "127.0.0.1", body: bytes = b"") -> bytes:
-    head = [f"{method} {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}", *headers]
-    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 def test_metrics_and_pages() -> None:
