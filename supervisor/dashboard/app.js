@@ -60,7 +60,7 @@ function newRow(s) {
   button.className = "close";
   button.textContent = "Close";
   button.addEventListener("click", () => closeSession(s.session_id, button));
-  cell(row, "", "actions").appendChild(button);
+  cell(row, "", "act").appendChild(button);
   document.querySelector("#sessions tbody").appendChild(row);
   return { row, last: null, up: [], down: [] };
 }
@@ -97,7 +97,8 @@ function renderSession(s, at) {
   entry.last = { at, up: s.bytes_up, down: s.bytes_down };
   const q = (sel) => entry.row.querySelector(sel);
   q(".path").textContent = s.state === "connected" ? (s.path || "?") : s.state;
-  q(".rtt").textContent = s.rtt_ms == null ? "–" : s.rtt_ms.toFixed(1) + " ms";
+  // iroh reports whole milliseconds: 0 means under one.
+  q(".rtt").textContent = s.rtt_ms == null ? "–" : s.rtt_ms < 1 ? "< 1 ms" : s.rtt_ms.toFixed(1) + " ms";
   q(".age").textContent = age(s.age_s);
   rateCell(q(".up"), entry.up, s.bytes_up);
   rateCell(q(".down"), entry.down, s.bytes_down);
