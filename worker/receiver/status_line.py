@@ -48,10 +48,9 @@ def describe(stats: TransportStats, traffic: Traffic, now: Sample, before: Sampl
     dt = now.at - before.at if before is not None else 0.0
     rate_up = (now.up - before.up) / dt if before is not None and dt > 0 else 0.0
     rate_down = (now.down - before.down) / dt if before is not None and dt > 0 else 0.0
-    if stats.rtt_ms is None:
-        rtt = "RTT -"
-    else:  # iroh reports whole milliseconds: 0 means under one
-        rtt = "RTT <1 ms" if stats.rtt_ms < 1 else f"RTT {stats.rtt_ms:.0f} ms"
+    rtt = "RTT -" if stats.rtt_ms is None else f"RTT {stats.rtt_ms:.0f} ms"
+    if stats.rtt_ms is not None and stats.rtt_ms < 1:  # iroh reports whole milliseconds: 0 means under one
+        rtt = "RTT <1 ms"
     parts = [
         f"connected via {stats.path or 'unknown path'}",
         rtt,
