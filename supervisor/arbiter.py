@@ -204,10 +204,14 @@ class Supervisor:
     # -- operator actions (the dashboard) ---------------------------------------------
     def close_session(self, session_id: str) -> bool:
         """Ask one session's worker to stop; False if there is no such session."""
-        if session_id not in self.pool.records:
+        record = self.pool.records.get(session_id)
+        if record is None:
             return False
         log.info("session.closing", session_id=session_id, why="operator")
-        self.pool.send(session_id, contract.Stop("closed by the operator"))
+        if record.state is contract.SessionState.STARTING:  # not on the socket yet: a Stop would be lost
+            self.pool.terminate(record, "closed by the operator")
+        else:
+            self.pool.send(session_id, contract.Stop("closed by the operator"))
         return True
 
     def drain(self) -> None:

@@ -2,7 +2,7 @@
 
 A small asyncio server that runs as one task of the arbiter's TaskGroup on its uvloop, so a
 shutdown cancels it with everything else (no thread). HTTP/1.1 parsing is h11's (a sans-IO
-state machine, as the style asks; no web framework: there are seven routes); this module is
+state machine, as the style asks; no web framework for eight routes); this module is
 the glue: one request per connection (``Connection: close``), the head bounded to
 :data:`MAX_HEAD` bytes and :data:`HEAD_TIMEOUT` seconds, a body of at most :data:`MAX_BODY`,
 at most :data:`MAX_CONNECTIONS` at a time, only GET and POST on the routes below.

@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tunnelpy.supervisor import control_wire as cw
+from tunnelpy.supervisor import metrics
 from tunnelpy.supervisor.admission import Refusal
 from tunnelpy.supervisor.counters import Counters, exit_labels
 from tunnelpy.supervisor.metrics import StatusCollector
@@ -144,3 +145,24 @@ def test_status_line_before_any_rate_and_for_udp() -> None:
     traffic = Traffic(flows_open=4, datagrams_dropped=9)
     line = describe(TransportStats(), traffic, Sample(1.0, 0, 0), None)
     assert line == "connected via unknown path · RTT - · ↑ 0 B 0 B/s · ↓ 0 B 0 B/s · 4 flows · 9 dropped"
+
+
+def test_worker_memory_is_read_at_most_once_per_age() -> None:
+    reads: list[int] = []
+    now = [100.0]
+
+    def read(pid: int) -> tuple[int, int]:
+        reads.append(pid)
+        return (pid, pid)
+
+    status = reply(Counters(), VIEW, dataclasses.replace(VIEW, session_id="1" * 16, pid=77))
+    collector = StatusCollector(lambda: status, read_memory=read, clock=lambda: now[0])
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    generate_latest(registry)
+    generate_latest(registry)
+    assert sorted(reads) == [77, 4242]  # the second scrape reused both readings
+    now[0] += metrics.MEMORY_MAX_AGE * 1.5 + 0.001
+    text = generate_latest(registry).decode()
+    assert sorted(reads) == [77, 77, 4242, 4242]  # every reading was due again
+    assert 'tunnelpy_worker_resident_memory_bytes{receiver_id="' in text
