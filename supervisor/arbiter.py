@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
 import shutil
 import signal
@@ -197,7 +196,7 @@ class Supervisor:
             ticket=self.front.ticket if self.front else "",
             draining=self.admission.draining,
             max_sessions=self.config.max_sessions,
-            sessions=tuple(dataclasses.asdict(view) for view in views),
+            sessions=tuple(cw.view_dict(view) for view in views),
             totals=self.counters.totals(views),
         )
 

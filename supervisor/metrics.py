@@ -35,7 +35,7 @@ from tunnelpy.supervisor import control_wire as cw
 
 PREFIX = "tunnelpy"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-SESSION_LABELS = ("session_id", "receiver_id")
+SESSION_LABELS = ("session_id",)  # the receiver, source, state and path are on tunnelpy_session_info
 MEMORY_MAX_AGE = 10.0  # seconds a worker's RSS/PSS reading is reused (on average; jittered +-50 %)
 
 
@@ -155,7 +155,10 @@ class StatusCollector(Collector):
             return kind(f"{PREFIX}_session_{name}", doc, labels=[*SESSION_LABELS, *extra])
 
         info = family(
-            GaugeMetricFamily, "info", "1 per live session; its source, state and path.", ("source", "state", "path")
+            GaugeMetricFamily,
+            "info",
+            "1 per live session: its receiver, source, state and path (join on session_id).",
+            ("receiver_id", "source", "state", "path"),
         )
         uptime = family(GaugeMetricFamily, "uptime_seconds", "Seconds since the session was requested.")
         rtt = family(GaugeMetricFamily, "rtt_seconds", "Round-trip time of the session's path (once measured).")
@@ -169,8 +172,8 @@ class StatusCollector(Collector):
         )
         memory_of = self._worker_memory([s["pid"] for s in sessions if s["pid"]])
         for s in sessions:
-            ids = [s["session_id"], s["receiver_id"]]
-            info.add_metric([*ids, s["source"], s["state"], s["path"] or "unknown"], 1)
+            ids = [s["session_id"]]
+            info.add_metric([*ids, s["receiver_id"], s["source"], s["state"], s["path"] or "unknown"], 1)
             uptime.add_metric(ids, s["age_s"])
             if s["rtt_ms"] is not None:
                 rtt.add_metric(ids, s["rtt_ms"] / 1000)

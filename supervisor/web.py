@@ -131,27 +131,31 @@ class WebListener:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._connections += 1
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-        failed = True
+        refused: tuple[int, str, list[tuple[str, str]]] | None = None
         try:
             async with asyncio.timeout(HEAD_TIMEOUT):
                 request, body = await _read_request(conn, reader)
             if self._connections > MAX_CONNECTIONS:
                 raise HttpError(503, "too many connections")
             await self._route(conn, writer, request, body)
-            failed = False
         except HttpError as exc:
-            await _maybe_send_error(conn, writer, exc.status, str(exc), exc.headers)
+            refused = (exc.status, str(exc), exc.headers)
         except h11.RemoteProtocolError as exc:
-            await _maybe_send_error(conn, writer, exc.error_status_hint, "bad request")
+            refused = (exc.error_status_hint, "bad request", [])
         except TimeoutError:
-            await _maybe_send_error(conn, writer, 408, "request timeout")
+            refused = (408, "request timeout", [])
         except (ConnectionError, h11.LocalProtocolError):
             pass
         finally:
             self._connections -= 1
-            if failed:
-                await _linger(reader, writer)
-            writer.close()
+            if refused is None:  # served, failed, or cancelled (shutdown): close at once
+                writer.close()
+        if refused is not None:
+            try:
+                if await _send_error(conn, writer, *refused):
+                    await _linger(reader, writer)
+            finally:
+                writer.close()
 
     # -- routing ---------------------------------------------------------------------
     async def _route(self, conn: h11.Connection, writer: asyncio.StreamWriter, req: h11.Request, body: bytes) -> None:
@@ -231,6 +235,8 @@ async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader) -> t
                 raise HttpError(413, f"the body may be at most {MAX_BODY} bytes")
         elif isinstance(event, h11.Data):
             body += bytes(event.data)
+            if len(body) > MAX_BODY:  # a chunked body names no length up front
+                raise HttpError(413, f"the body may be at most {MAX_BODY} bytes")
         elif isinstance(event, h11.EndOfMessage):
             assert request is not None
             return request, body
@@ -277,15 +283,13 @@ async def _send(
     await _write(writer, conn.send(h11.EndOfMessage()))
 
 
-async def _maybe_send_error(
-    conn: h11.Connection,
-    writer: asyncio.StreamWriter,
-    status: int,
-    message: str,
-    extra: list[tuple[str, str]] | None = None,
-) -> None:
+async def _send_error(
+    conn: h11.Connection, writer: asyncio.StreamWriter, status: int, message: str, extra: list[tuple[str, str]]
+) -> bool:
     """Answer with ``status`` if the exchange still allows a response (h11 says whether)."""
     if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-        return
+        return False
     with contextlib.suppress(ConnectionError, TimeoutError, h11.LocalProtocolError):
         await _send(conn, writer, status, "text/plain; charset=utf-8", message.encode() + b"\n", extra)
+        return True
+    return False

@@ -8,6 +8,7 @@ import re
 from collections.abc import AsyncIterator
 
 import pytest
+import uvloop
 
 from tests.http_client import http, request
 from tests.support import run
@@ -77,8 +78,15 @@ def test_metrics_and_pages() -> None:
         (b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (2 * web.MAX_HEAD) + b"\r\n\r\n", 431),
         (http("POST", "/api/drain", body=b"x" * (web.MAX_BODY + 1)), 413),
         (b"NONSENSE\r\n\r\n", 400),
+        (
+            b"POST /api/drain HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"%x\r\n" % (web.MAX_BODY + 1)
+            + b"x" * (web.MAX_BODY + 1)
+            + b"\r\n0\r\n\r\n",
+            413,
+        ),
     ],
-    ids=["unknown", "put", "get-a-post", "post-a-get", "host", "big-head", "big-body", "garbage"],
+    ids=["unknown", "put", "get-a-post", "post-a-get", "host", "big-head", "big-body", "garbage", "big-chunked"],
 )
 def test_refusals(raw: bytes, status: int) -> None:
     async def main() -> None:
@@ -140,7 +148,11 @@ def test_events_stream_snapshots_and_shutdown_ends_them(monkeypatch: pytest.Monk
             pass
         writer.close()
 
-    run(main(), timeout=30)
+    async def bounded() -> None:
+        async with asyncio.timeout(30):
+            await main()
+
+    uvloop.run(bounded())  # the supervisor's loop
 
 
 def test_a_silent_client_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:

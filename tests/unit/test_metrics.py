@@ -96,7 +96,7 @@ def test_collector_names_labels_and_units() -> None:
     counters.session_admitted()
     counters.session_ready(0.2)
     samples = scrape(reply(counters, VIEW))
-    ids = {"session_id": VIEW.session_id, "receiver_id": VIEW.receiver_id}
+    ids = {"session_id": VIEW.session_id}
     assert samples["tunnelpy_sessions_active"] == [({}, 1.0)]
     assert samples["tunnelpy_sessions_limit"] == [({}, 10.0)]
     assert samples["tunnelpy_sessions_admitted_total"] == [({}, 1.0)]
@@ -111,6 +111,7 @@ def test_collector_names_labels_and_units() -> None:
     assert samples["tunnelpy_udp_datagrams_dropped_total"] == [({}, 7.0)]
     info_labels = samples["tunnelpy_session_info"][0][0]
     assert (info_labels["path"], info_labels["state"], info_labels["source"]) == ("direct", "connected", VIEW.source)
+    assert info_labels["receiver_id"] == VIEW.receiver_id
     assert samples["tunnelpy_worker_resident_memory_bytes"] == [(ids, 4242 * 1000.0)]
     assert samples["tunnelpy_worker_proportional_memory_bytes"] == [(ids, 4242 * 500.0)]
 
@@ -165,4 +166,8 @@ def test_worker_memory_is_read_at_most_once_per_age() -> None:
     now[0] += metrics.MEMORY_MAX_AGE * 1.5 + 0.001
     text = generate_latest(registry).decode()
     assert sorted(reads) == [77, 77, 4242, 4242]  # every reading was due again
-    assert 'tunnelpy_worker_resident_memory_bytes{receiver_id="' in text
+    assert 'tunnelpy_worker_resident_memory_bytes{session_id="' in text
+
+
+def test_view_dict_is_asdict() -> None:
+    assert cw.view_dict(VIEW) == dataclasses.asdict(VIEW)
