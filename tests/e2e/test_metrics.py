@@ -126,6 +126,11 @@ def test_scrape_follows_a_session_and_forgets_it(work, any_receiver):
             assert not missing, f"deploy/grafana/tunnel-py.json queries metrics that do not exist: {sorted(missing)}"
             assert "\x1b[2K" not in receiver.log_path.read_text()  # not a TTY: no status line
 
+            # Drain from the dashboard: with no session left the sender stops by itself.
+            assert (await request(port, http("POST", "/api/drain", f"X-CSRF-Token: {csrf}")))[0] == 202
+            assert await sender.wait(timeout=30) == ExitCode.OK
+            assert sender.find("supervisor.draining", signal="operator")
+
     run(main())
 
 
