@@ -32,6 +32,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from tunnelpy.supervisor import control_wire as cw
+from tunnelpy.worker.contract import SessionState
 
 PREFIX = "tunnelpy"
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -100,9 +101,9 @@ class StatusCollector(Collector):
         yield _gauge("sessions_limit", "The sender's --max-sessions.", reply.max_sessions)
         yield _gauge("draining", "1 while the sender drains (refuses new sessions).", int(reply.draining))
         states = GaugeMetricFamily(f"{PREFIX}_sessions", "Live sessions by state.", labels=["state"])
-        counts: dict[str, int] = {}
+        counts = dict.fromkeys(SessionState, 0)  # every state has a series, 0 or not
         for session in reply.sessions:
-            counts[session["state"]] = counts.get(session["state"], 0) + 1
+            counts[SessionState(session["state"])] += 1
         for state, count in sorted(counts.items()):
             states.add_metric([state], count)
         yield states

@@ -7,12 +7,15 @@ import dataclasses
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tunnelpy.cli.status import render
 from tunnelpy.supervisor import control_wire as cw
 from tunnelpy.supervisor import metrics
 from tunnelpy.supervisor.admission import Refusal
 from tunnelpy.supervisor.counters import Counters, exit_labels
 from tunnelpy.supervisor.metrics import StatusCollector
+from tunnelpy.worker.forwarding import udp
 from tunnelpy.worker.forwarding.tcp import Traffic
+from tunnelpy.worker.forwarding.udp import UdpLink
 from tunnelpy.worker.receiver.status_line import Sample, describe
 from tunnelpy.worker.transport.interface import TransportStats
 
@@ -100,6 +103,8 @@ def test_collector_names_labels_and_units() -> None:
     assert samples["tunnelpy_sessions_active"] == [({}, 1.0)]
     assert samples["tunnelpy_sessions_limit"] == [({}, 10.0)]
     assert samples["tunnelpy_sessions_admitted_total"] == [({}, 1.0)]
+    assert ({"state": "connected"}, 1.0) in samples["tunnelpy_sessions"]
+    assert ({"state": "waiting"}, 0.0) in samples["tunnelpy_sessions"]
     assert ({"reason": "draining"}, 0.0) in samples["tunnelpy_sessions_rejected_total"]
     assert samples["tunnelpy_session_setup_seconds_count"] == [({}, 1.0)]
     assert ({"le": "+Inf"}, 1.0) in samples["tunnelpy_session_setup_seconds_bucket"]
@@ -171,3 +176,21 @@ def test_worker_memory_is_read_at_most_once_per_age() -> None:
 
 def test_view_dict_is_asdict() -> None:
     assert cw.view_dict(VIEW) == dataclasses.asdict(VIEW)
+
+
+def test_status_command_shows_the_totals() -> None:
+    counters = Counters()
+    counters.session_admitted()
+    counters.session_refused(Refusal.UNAUTHORIZED)
+    counters.session_ready(0.25)
+    text = render(reply(counters, VIEW))
+    assert "admitted 1  refused unauthorized 1  setup mean 0.25s  up 1.0KB  down 2.0KB" in text
+    assert " direct " in text.splitlines()[-1]
+
+
+def test_full_udp_queue_counts_dropped_datagrams() -> None:
+    traffic = Traffic()
+    link = UdpLink(None, None, traffic, outbound_is_up=True)  # type: ignore[arg-type]
+    for n in range(udp.QUEUE_SIZE + 3):
+        link.enqueue(n, b"x")
+    assert link.dropped == traffic.datagrams_dropped == 3
