@@ -88,12 +88,18 @@ class SessionService:
     :class:`Refused` the front door sends back in its own wire format."""
 
     def __init__(
-        self, config: SenderConfig, admission: Admission, pool: WorkerPool, *, one_shot: bool, counters: Counters
+        self,
+        config: SenderConfig,
+        admission: Admission,
+        pool: WorkerPool,
+        *,
+        one_shot: bool,
+        counters: Counters | None = None,
     ) -> None:
         self.config = config
         self.admission = admission
         self.pool = pool
-        self.counters = counters
+        self.counters = counters if counters is not None else Counters()  # the arbiter passes the one it reports
         self.accept_timeout = contract.PASTE_WAIT if one_shot else contract.ACCEPT_TIMEOUT
 
     async def open_session(
