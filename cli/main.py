@@ -137,7 +137,8 @@ def run_receiver(args: argparse.Namespace) -> int:
     raw = RawValues(optmod.RECEIVER_OPTIONS, args.mode)
     raw.update_from_cli(_cli_values(args, optmod.RECEIVER_OPTIONS))
     config = cfgmod.build_receiver_config(raw)
-    configure_logging("receiver", fmt=config.log_format, level=config.log_level)
+    quiet = config.quiet and config.log_level in ("debug", "info")  # --quiet: warnings and errors only
+    configure_logging("receiver", fmt=config.log_format, level="warning" if quiet else config.log_level)
     if config.mode == Mode.IROH:
         from tunnelpy.worker.receiver.iroh_mode import run_receiver as run
     else:

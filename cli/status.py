@@ -43,22 +43,34 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _totals_line(t: dict) -> str:  # type: ignore[type-arg]
+    refused = ", ".join(f"{why} {n}" for why, n in t["sessions_refused"].items() if n) or "none"
+    setup = t["setup_seconds"]
+    mean = f"{setup['sum'] / setup['count']:.2f}s" if setup["count"] else "-"
+    return (
+        f"admitted {t['sessions_admitted']}  refused {refused}  setup mean {mean}  "
+        f"up {_size(t['bytes_up'])}  down {_size(t['bytes_down'])}  dropped datagrams {t['datagrams_dropped']}"
+    )
+
+
 def render(reply: cw.StatusReply) -> str:
     lines = [
         f"mode {reply.mode}  endpoint {reply.endpoint_id}  sessions {len(reply.sessions)}/{reply.max_sessions}"
         + ("  DRAINING" if reply.draining else ""),
     ]
+    if reply.totals:
+        lines.append(_totals_line(reply.totals))
     if reply.sessions:
         lines.append(
             f"{'SESSION':16} {'RECEIVER':12} {'SOURCE':26} {'STATE':10} {'AGE':>7} {'UP':>9} "
-            f"{'DOWN':>9} {'STREAMS':>9} {'RTT':>6} {'PID':>7}"
+            f"{'DOWN':>9} {'STREAMS':>9} {'RTT':>6} {'PATH':>6} {'PID':>7}"
         )
     for s in reply.sessions:
         rtt = "-" if s["rtt_ms"] is None else f"{s['rtt_ms']:.0f}ms"
         lines.append(
             f"{s['session_id']:16} {s['receiver_id'][:12]:12} {s['source'][:26]:26} {s['state']:10} "
             f"{s['age_s']:>6.0f}s {_size(s['bytes_up']):>9} {_size(s['bytes_down']):>9} "
-            f"{s['streams_open']:>4}/{s['streams_total']:<4} {rtt:>6} {s['pid'] or '-':>7}"
+            f"{s['streams_open']:>4}/{s['streams_total']:<4} {rtt:>6} {s['path'] or '-':>6} {s['pid'] or '-':>7}"
         )
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ value came from (``--max-sessions`` or ``sender.yaml: max_sessions``). Secrets a
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from dataclasses import dataclass, field
@@ -83,6 +84,8 @@ class SenderConfig:
     heartbeat_timeout: float = field(default=default_of("heartbeat_timeout"))
     log_format: str = field(default=default_of("log_format"))
     log_level: str = field(default=default_of("log_level"))
+    metrics_listen: tuple[str, int] | None = None  # parsed ``metrics_listen``; None = no metrics listener
+    metrics_token: Secret | None = None  # read from ``metrics_token_file``
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,7 @@ class ReceiverConfig:
     reconnect_max: float = field(default=default_of("reconnect_max"))
     log_format: str = field(default=default_of("log_format"))
     log_level: str = field(default=default_of("log_level"))
+    quiet: bool = field(default=default_of("quiet"))  # no status line; warnings and errors only
 
 
 def _choice(raw: RawValues, key: str, choices: tuple[str, ...]) -> str:
@@ -190,6 +194,30 @@ def _authorized_keys(raw: RawValues) -> frozenset[str] | None:
     return read_authorized_keys(keys_path, raw.origin["authorized_keys"]) if keys_path else None
 
 
+def read_token_file(path: str, where: str) -> Secret:
+    """The bearer token in ``path``: a private secret file (see private_files), 16 characters or more."""
+    text = read_secret(Path(path), where, "put a token in it, e.g. `openssl rand -hex 32 > FILE`")
+    if len(text) < 16:
+        raise ConfigError(f"{where} {path}: the token must be at least 16 characters (e.g. openssl rand -hex 32)")
+    return Secret(text)
+
+
+def _metrics(raw: RawValues) -> tuple[tuple[str, int] | None, Secret | None]:
+    """The metrics listener and its token: a non-loopback listener must have a token."""
+    listen, token_path = raw.get("metrics_listen"), raw.get("metrics_token_file")
+    if not listen:
+        if token_path:
+            raise ConfigError(f"{raw.origin['metrics_token_file']} needs --metrics-listen IP:PORT")
+        return None, None
+    address = parse_socket_addr(listen, what=raw.origin["metrics_listen"])
+    token = read_token_file(token_path, raw.origin["metrics_token_file"]) if token_path else None
+    if token is None and not ipaddress.ip_address(address[0]).is_loopback:
+        raise ConfigError(
+            f"{raw.origin['metrics_listen']} {listen}: not a loopback address, so --metrics-token-file PATH is required"
+        )
+    return address, token
+
+
 def build_sender_config(raw: RawValues) -> SenderConfig:
     """Validate merged sender values into a :class:`SenderConfig`."""
     mode = raw.mode
@@ -206,6 +234,7 @@ def build_sender_config(raw: RawValues) -> SenderConfig:
     # the one peer whose blocks were exchanged, so it has no key list and one session.
     authorized = _authorized_keys(raw) if iroh else None  # copy-paste modes: the paste channel authenticates
     control = raw.get("control")
+    metrics_listen, metrics_token = _metrics(raw)
     return SenderConfig(
         mode=mode,
         allowed=allowed,
@@ -221,6 +250,8 @@ def build_sender_config(raw: RawValues) -> SenderConfig:
         heartbeat_timeout=_bounded(raw, "heartbeat_timeout"),
         log_format=_choice(raw, "log_format", LOG_FORMATS),
         log_level=_choice(raw, "log_level", LOG_LEVELS),
+        metrics_listen=metrics_listen,
+        metrics_token=metrics_token,
     )
 
 
@@ -247,6 +278,7 @@ def build_receiver_config(raw: RawValues) -> ReceiverConfig:
         reconnect_max=_bounded(raw, "reconnect_max") if "reconnect_max" in raw.values else default_of("reconnect_max"),
         log_format=_choice(raw, "log_format", LOG_FORMATS),
         log_level=_choice(raw, "log_level", LOG_LEVELS),
+        quiet=bool(raw.get("quiet")),
     )
 
 

@@ -35,6 +35,8 @@ def configure_logging(role: str, *, fmt: str = "auto", level: str = "info", **bo
         factory: Any = structlog.BytesLoggerFactory(sys.stderr.buffer)
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        if sys.stderr.isatty():  # erase a receiver's live status line first; it is redrawn below
+            processors.append(lambda _logger, _name, line: "\r\x1b[2K" + line)
         factory = structlog.PrintLoggerFactory(sys.stderr)
     structlog.configure(
         processors=processors,

@@ -247,6 +247,22 @@ SENDER_OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
         bounds=(1, 3_600),
     ),
+    # -- metrics and dashboard (issue 11) --
+    Option(
+        "metrics_listen",
+        "--metrics-listen",
+        "serve Prometheus /metrics and the live dashboard on this IP:PORT (default: off; "
+        "a non-loopback address needs --metrics-token-file)",
+        metavar="IP:PORT",
+    ),
+    Option(
+        "metrics_token_file",
+        "--metrics-token-file",
+        "private file (mode 0600) holding the bearer token every metrics/dashboard request must send "
+        "as 'Authorization: Bearer TOKEN'",
+        kind="path",
+        metavar="PATH",
+    ),
     *_COMMON,
 )
 
@@ -286,6 +302,13 @@ RECEIVER_OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
         modes=_RECONNECTING,
         bounds=(1, 3_600),
+    ),
+    Option(
+        "quiet",
+        "--quiet",
+        "no live status line on a TTY, and log only warnings and errors (for scripts)",
+        kind="bool",
+        default=False,
     ),
     *_COMMON,
 )

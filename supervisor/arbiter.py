@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import dataclasses
 import os
 import signal
 import time
@@ -29,10 +28,12 @@ from tunnelpy.common.logs import get_logger
 from tunnelpy.common.private_files import private_dir
 from tunnelpy.supervisor import control_wire as cw
 from tunnelpy.supervisor.admission import Admission
+from tunnelpy.supervisor.counters import Counters
 from tunnelpy.supervisor.front import FrontDoor
 from tunnelpy.supervisor.launcher import WorkerLauncher
 from tunnelpy.supervisor.pool import WorkerPool
 from tunnelpy.supervisor.sessions import SessionRecord, SessionService
+from tunnelpy.supervisor.web import WebListener
 from tunnelpy.worker import contract
 
 log = get_logger(__name__)
@@ -83,7 +84,9 @@ class Supervisor:
             on_reaped=self._session_ended,
             on_connected=lambda record: self.admission.connected(record.session_id),
         )
-        self.service = SessionService(config, self.admission, self.pool, one_shot=one_shot)
+        self.counters = Counters()
+        self.service = SessionService(config, self.admission, self.pool, one_shot=one_shot, counters=self.counters)
+        self.web = WebListener(config.metrics_listen, config.metrics_token, self) if config.metrics_listen else None
         self.front: FrontDoor | None = None
         self._control = self._zmq.socket(zmq.ROUTER)
         self._control.setsockopt(zmq.LINGER, 0)
@@ -99,6 +102,8 @@ class Supervisor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._signals.put_nowait, sig)
         await self._bind_control()
+        if self.web is not None:
+            await self.web.bind()
         startup_error: TunnelError | None = None
         try:
             async with asyncio.TaskGroup() as tg:
@@ -107,6 +112,7 @@ class Supervisor:
                     self._control_requests(),
                     self._housekeeping(),
                     self._signal_loop(),
+                    *([self.web.serve()] if self.web is not None else []),
                 )
                 tasks: list[asyncio.Task[Any]] = [tg.create_task(coro) for coro in loops]
                 # The loops already run: a manual front door's start() waits for a worker, and a
@@ -140,6 +146,7 @@ class Supervisor:
 
     def _session_ended(self, record: SessionRecord) -> None:
         self.admission.release(record.session_id)
+        self.counters.session_ended(record.view(time.monotonic()), record.process.exitcode)
         if self.one_shot:
             self._finished.set()
 
@@ -180,8 +187,10 @@ class Supervisor:
             else:
                 self.handle_drain(sig)
 
-    def handle_drain(self, sig: signal.Signals) -> None:
-        log.info("supervisor.draining", signal=sig.name, sessions=len(self.pool.records), grace=self.config.drain_grace)
+    def handle_drain(self, sig: signal.Signals | str) -> None:
+        """Drain on the first signal, or on an operator's request (``sig``: what asked for it)."""
+        why = sig.name if isinstance(sig, signal.Signals) else sig
+        log.info("supervisor.draining", signal=why, sessions=len(self.pool.records), grace=self.config.drain_grace)
         self.admission.draining = True
         self._drain_deadline = time.monotonic() + self.config.drain_grace
         self.pool.broadcast(contract.Drain())
@@ -222,16 +231,36 @@ class Supervisor:
                 await self._control.send_multipart([ident, b"", reply])
 
     def status(self) -> cw.StatusReply:
+        """The one snapshot behind ``tunnel-py status``, the dashboard and ``/metrics``."""
         now = time.monotonic()
-        views = tuple(dataclasses.asdict(record.view(now)) for record in self.pool.records.values())
+        views = [record.view(now) for record in self.pool.records.values()]
         return cw.StatusReply(
             mode=self.config.mode,
             endpoint_id=self.front.endpoint_id if self.front else "",
             ticket=self.front.ticket if self.front else "",
             draining=self.admission.draining,
             max_sessions=self.config.max_sessions,
-            sessions=views,
+            sessions=tuple(cw.view_dict(view) for view in views),
+            totals=self.counters.totals(views),
         )
+
+    # -- operator actions (the dashboard) ---------------------------------------------
+    def close_session(self, session_id: str) -> bool:
+        """Ask one session's worker to stop; False if there is no such session."""
+        record = self.pool.records.get(session_id)
+        if record is None:
+            return False
+        log.info("session.closing", session_id=session_id, why="operator")
+        if record.state is contract.SessionState.STARTING:  # not on the socket yet: a Stop would be lost
+            self.pool.terminate(record, "closed by the operator")
+        else:
+            self.pool.send(session_id, contract.Stop("closed by the operator"))
+        return True
+
+    def drain(self) -> None:
+        """Drain as SIGTERM would (a second request does nothing: only a signal forces)."""
+        if not self.admission.draining:
+            self.handle_drain("operator")
 
 
 async def _control_answers(ctx: zmq.asyncio.Context, path: Path) -> bool:

@@ -1,18 +1,20 @@
 """Wire format of the supervisor's local control socket (``--control PATH``, ZeroMQ ipc).
 
 ``tunnel-py status`` connects a REQ socket and sends :class:`StatusRequest`; the supervisor's
-ROUTER answers :class:`StatusReply`: the sender's identity and limits, and one
-:class:`SessionView` dict per live session.
+ROUTER answers :class:`StatusReply`: the sender's identity and limits, one
+:class:`SessionView` dict per live session, and ``totals`` (admission counters, worker exits,
+setup times, bytes over all sessions: :meth:`tunnelpy.supervisor.counters.Counters.totals`).
+The same reply feeds the dashboard and the Prometheus collector.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tunnelpy.common import messages
 
-VERSION = 1
+VERSION = 1  # new fields have defaults and unknown fields are ignored: old and new peers still agree
 
 
 class Kind(enum.StrEnum):
@@ -41,6 +43,15 @@ class SessionView:
     rtt_ms: float | None
     pid: int | None
     flows_open: int = 0
+    path: str | None = None  # "direct" or "relay" once connected
+    lost_packets: int = 0
+    datagrams_dropped: int = 0
+
+
+def view_dict(view: SessionView) -> dict:  # type: ignore[type-arg]
+    """``view`` as a dict (its fields are flat: faster than dataclasses.asdict, which the status
+    of 100 sessions, built every scrape and every SSE tick, would pay for)."""
+    return {name: getattr(view, name) for name in SessionView.__slots__}  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,7 @@ class StatusReply:
     draining: bool
     max_sessions: int
     sessions: tuple[dict, ...]  # SessionView fields
+    totals: dict = field(default_factory=dict)  # Counters.totals()
 
 
 Message = StatusRequest | StatusReply

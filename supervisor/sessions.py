@@ -15,6 +15,7 @@ from tunnelpy.common.errors import ConfigError, ProtocolError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.supervisor.admission import Admission, Refusal, Refused
 from tunnelpy.supervisor.control_wire import SessionView
+from tunnelpy.supervisor.counters import Counters
 from tunnelpy.worker import contract
 from tunnelpy.worker.contract import SessionState
 
@@ -69,6 +70,9 @@ class SessionRecord:
             rtt_ms=hb.rtt_ms if hb else None,
             pid=self.process.pid if self.process is not None else None,
             flows_open=hb.flows_open if hb else 0,
+            path=hb.path if hb else None,
+            lost_packets=hb.lost_packets if hb else 0,
+            datagrams_dropped=hb.datagrams_dropped if hb else 0,
         )
 
 
@@ -84,10 +88,19 @@ class SessionService:
     """What every front door calls: ``open_session`` turns a request into a ready worker or a
     :class:`Refused` the front door sends back in its own wire format."""
 
-    def __init__(self, config: SenderConfig, admission: Admission, pool: WorkerPool, *, one_shot: bool) -> None:
+    def __init__(
+        self,
+        config: SenderConfig,
+        admission: Admission,
+        pool: WorkerPool,
+        *,
+        one_shot: bool,
+        counters: Counters | None = None,
+    ) -> None:
         self.config = config
         self.admission = admission
         self.pool = pool
+        self.counters = counters if counters is not None else Counters()  # the arbiter passes the one it reports
         self.accept_timeout = contract.PASTE_WAIT if one_shot else contract.ACCEPT_TIMEOUT
 
     def authorize(self, receiver_id: str) -> Refused | None:
@@ -95,6 +108,7 @@ class SessionService:
         refused = self.admission.authorize(receiver_id)
         if refused is not None:
             log.warning("session.refused", reason=refused.reason.value, receiver_id=receiver_id)
+            self.counters.session_refused(refused.reason)
         return refused
 
     async def open_session(
@@ -110,6 +124,7 @@ class SessionService:
 
         ``instance``/``replaces`` (iroh mode) let a restarted or reconnecting receiver replace
         its own ghost sessions at once instead of waiting for their idle timeout."""
+        requested = time.monotonic()
         if refused := self.authorize(receiver_id):
             return refused
         self._replace_ghosts(receiver_id, instance, replaces)
@@ -121,6 +136,7 @@ class SessionService:
         decision = self.admission.admit(session_id, receiver_id, time.monotonic(), (source, await resolve(source)))
         if isinstance(decision, Refused):
             return self._refuse(decision, receiver_id)
+        self.counters.session_admitted()
         record = SessionRecord(session_id, receiver_id, str(source), instance)
         record.ready = asyncio.get_running_loop().create_future()
         self.pool.spawn_worker(record, self._spec(record, source, decision.addresses, rendezvous))
@@ -130,7 +146,9 @@ class SessionService:
         except (TimeoutError, ProtocolError) as exc:
             log.error("session.worker_not_ready", session_id=session_id, error=str(exc) or "timeout")
             self.pool.terminate(record, "not ready")
+            self.counters.session_refused(Refusal.INTERNAL)
             return Refused(Refusal.INTERNAL, "the sender's worker failed to start")
+        self.counters.session_ready(time.monotonic() - requested)
         log.info(
             "session.opened",
             session_id=session_id,
@@ -153,9 +171,9 @@ class SessionService:
                 self.pool.terminate(record, "replaced")
                 self.admission.release(record.session_id)  # its slot is the new session's now
 
-    @staticmethod
-    def _refuse(refused: Refused, receiver_id: str) -> Refused:
+    def _refuse(self, refused: Refused, receiver_id: str) -> Refused:
         log.warning("session.refused", reason=refused.reason.value, receiver_id=receiver_id, error=refused.message)
+        self.counters.session_refused(refused.reason)
         return refused
 
     def _spec(

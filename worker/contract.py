@@ -24,7 +24,7 @@ from tunnelpy.common.allowlist import Source
 from tunnelpy.common.config import NetOptions
 from tunnelpy.signaling.ice_parameters import IceParameters
 
-VERSION = 2
+VERSION = 3  # 3: heartbeats carry lost packets, dropped datagrams and the path type
 ACCEPT_TIMEOUT = 30.0  # iroh mode: the receiver connects to its worker right after the answer
 PASTE_WAIT = 300.0  # a copy-paste worker waits this long for a person to paste its ANSWER
 
@@ -101,6 +101,9 @@ class Heartbeat:
     streams_total: int
     rtt_ms: float | None = None
     flows_open: int = 0
+    lost_packets: int = 0  # the transport's lost-packet counter
+    datagrams_dropped: int = 0  # UDP datagrams dropped because the tunnel's send queue was full
+    path: str | None = None  # "direct" or "relay" once connected (None: unknown)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from tunnelpy.worker.contract import SessionState, WorkerSpec
 from tunnelpy.worker.forwarding.session import SessionTarget, WorkerSession
 from tunnelpy.worker.forwarding.tcp import Traffic
 from tunnelpy.worker.rendezvous import make_rendezvous
-from tunnelpy.worker.transport.interface import Connection
+from tunnelpy.worker.transport.interface import Connection, TransportStats
 
 log = get_logger(__name__)
 
@@ -97,15 +97,18 @@ class Worker:
 
     def _counters(self) -> dict:  # type: ignore[type-arg]
         t = self.traffic
-        rtt = self.conn.stats().rtt_ms if self.conn is not None else None
+        stats = self.conn.stats() if self.conn is not None else TransportStats()
         return dict(
             state=self.state,
             bytes_up=t.bytes_up,
             bytes_down=t.bytes_down,
             streams_open=t.streams_open,
             streams_total=t.streams_total,
-            rtt_ms=rtt,
+            rtt_ms=stats.rtt_ms,
             flows_open=t.flows_open,
+            lost_packets=stats.lost_packets,
+            datagrams_dropped=t.datagrams_dropped,
+            path=stats.path,
         )
 
     async def _heartbeats(self) -> None:

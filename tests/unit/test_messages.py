@@ -44,6 +44,16 @@ WORKER_MESSAGES = [
     ww.Heartbeat(
         state="connected", bytes_up=1, bytes_down=2, streams_open=3, streams_total=4, rtt_ms=1.5, flows_open=6
     ),
+    ww.Heartbeat(
+        state="connected",
+        bytes_up=1,
+        bytes_down=2,
+        streams_open=0,
+        streams_total=0,
+        lost_packets=7,
+        datagrams_dropped=8,
+        path="relay",
+    ),
     ww.Heartbeat(state="waiting", bytes_up=0, bytes_down=0, streams_open=0, streams_total=0),
     ww.WorkerExiting(reason="peer closed", exit_code=11),
     ww.Drain(),
@@ -104,8 +114,8 @@ def test_samples_cover_every_kind(wire: ModuleType, msgs: list) -> None:
 
 
 def test_encoding_is_version_kind_then_fields() -> None:
-    assert ww.encode(ww.Stop(reason="bye")) == b'{"v":2,"kind":"stop","reason":"bye"}'
-    assert ww.encode(ww.Drain()) == b'{"v":2,"kind":"drain"}'
+    assert ww.encode(ww.Stop(reason="bye")) == b'{"v":3,"kind":"stop","reason":"bye"}'
+    assert ww.encode(ww.Drain()) == b'{"v":3,"kind":"drain"}'
     assert cw.encode(cw.StatusRequest()) == b'{"v":1,"kind":"status_request"}'
 
 
@@ -139,7 +149,7 @@ def test_heartbeat_optional_fields_take_defaults() -> None:
     msg = decode_dict(
         ww,
         {
-            "v": 2,
+            "v": ww.VERSION,
             "kind": "heartbeat",
             "state": "connected",
             "bytes_up": 5,
@@ -157,7 +167,7 @@ def test_float_field_accepts_an_integer() -> None:
     msg = decode_dict(
         ww,
         {
-            "v": 2,
+            "v": ww.VERSION,
             "kind": "heartbeat",
             "state": "connected",
             "bytes_up": 0,
@@ -228,7 +238,7 @@ def test_unknown_kind_is_a_protocol_error(wire: ModuleType, kind) -> None:  # ty
 
 def test_kind_of_another_protocol_is_unknown() -> None:
     assert "unknown message kind 'stop'" in protocol_error(sw, b'{"v":1,"kind":"stop","reason":"x"}')
-    assert "unknown message kind 'session_request'" in protocol_error(ww, b'{"v":2,"kind":"session_request"}')
+    assert "unknown message kind 'session_request'" in protocol_error(ww, b'{"v":3,"kind":"session_request"}')
 
 
 @pytest.mark.parametrize("kind", [[], {}], ids=["list", "object"])
@@ -244,11 +254,18 @@ def test_unhashable_kind_is_a_protocol_error(kind) -> None:  # type: ignore[no-u
         (sw, {"v": 1, "kind": "session_rejected", "message": "m"}, "reason"),
         (
             ww,
-            {"v": 2, "kind": "heartbeat", "state": "connected", "bytes_up": 0, "bytes_down": 0, "streams_open": 0},
+            {
+                "v": ww.VERSION,
+                "kind": "heartbeat",
+                "state": "connected",
+                "bytes_up": 0,
+                "bytes_down": 0,
+                "streams_open": 0,
+            },
             "streams_total",
         ),
-        (ww, {"v": 2, "kind": "exiting", "reason": "r"}, "exit_code"),
-        (ww, {"v": 2, "kind": "stop"}, "reason"),
+        (ww, {"v": ww.VERSION, "kind": "exiting", "reason": "r"}, "exit_code"),
+        (ww, {"v": ww.VERSION, "kind": "stop"}, "reason"),
         (
             cw,
             {
@@ -270,7 +287,7 @@ def test_missing_field_is_named(wire: ModuleType, body: dict, field: str) -> Non
 
 
 HEARTBEAT = {
-    "v": 2,
+    "v": ww.VERSION,
     "kind": "heartbeat",
     "state": "connected",
     "bytes_up": 0,
@@ -301,9 +318,9 @@ STATUS_REPLY = {
         (ww, HEARTBEAT, "rtt_ms", "fast"),
         (ww, HEARTBEAT, "rtt_ms", False),  # bool is not a float either
         (ww, HEARTBEAT, "flows_open", 2.5),
-        (ww, {"v": 2, "kind": "exiting", "reason": "r"}, "exit_code", "11"),
-        (ww, {"v": 2, "kind": "ready"}, "ticket", ["t"]),
-        (ww, {"v": 2, "kind": "ready"}, "ice", "abcd"),
+        (ww, {"v": ww.VERSION, "kind": "exiting", "reason": "r"}, "exit_code", "11"),
+        (ww, {"v": ww.VERSION, "kind": "ready"}, "ticket", ["t"]),
+        (ww, {"v": ww.VERSION, "kind": "ready"}, "ice", "abcd"),
         (ww, HEARTBEAT, "state", "bogus"),
         (sw, {"v": 1, "kind": "session_request"}, "source", {"host": "x"}),
         (sw, {"v": 1, "kind": "session_rejected", "message": "m"}, "reason", "bogus"),
@@ -348,7 +365,7 @@ def test_unhashable_enum_value_is_a_protocol_error(value) -> None:  # type: igno
 
 def test_unknown_extra_fields_are_ignored() -> None:
     # A newer peer of the same version may add optional fields; they must not break us.
-    assert ww.decode(b'{"v":2,"kind":"stop","reason":"x","extra":1}') == ww.Stop(reason="x")
+    assert ww.decode(b'{"v":3,"kind":"stop","reason":"x","extra":1}') == ww.Stop(reason="x")
 
 
 # -- session framing ------------------------------------------------------------------

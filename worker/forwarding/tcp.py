@@ -44,6 +44,7 @@ class Traffic:
     streams_open: int = 0
     streams_total: int = 0
     flows_open: int = 0  # UDP sessions: local clients with a live flow
+    datagrams_dropped: int = 0  # UDP sessions: datagrams dropped on a full tunnel send queue
     on_streams: Callable[[], None] | None = None
 
     def stream_opened(self) -> None:

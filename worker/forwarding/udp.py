@@ -96,6 +96,7 @@ class UdpLink:
             self.outbox.put_nowait((flow_id, payload))
         except asyncio.QueueFull:
             self.dropped += 1
+            self.traffic.datagrams_dropped += 1
 
     def _count(self, n: int, outbound: bool) -> None:
         if outbound == self._outbound_is_up:

@@ -25,6 +25,7 @@ from tunnelpy.worker.forwarding import wire
 from tunnelpy.worker.forwarding.tcp import READER_LIMIT, Traffic, abort_with_reset, open_stream_with_retry, splice
 from tunnelpy.worker.forwarding.udp import ReceiverUdp, UdpLink
 from tunnelpy.worker.receiver.backoff import Backoff
+from tunnelpy.worker.receiver.status_line import start_status_line
 from tunnelpy.worker.transport.interface import Connection
 
 log = get_logger(__name__)
@@ -104,6 +105,7 @@ class LocalSide:
             address=f"{address[0]}:{address[1]}",
             source=str(self.cfg.source),
         )
+        line = start_status_line(conn, self.traffic, self.cfg)  # a live line on a TTY
         try:
             if link is not None and self.udp is not None:
                 async with asyncio.TaskGroup() as tg:
@@ -113,6 +115,7 @@ class LocalSide:
             else:
                 reason = await conn.wait_closed()
         finally:
+            line.stop()
             self._live.clear()
             self._conn = None
         raise ConnectionLost(reason)

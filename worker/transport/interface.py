@@ -27,12 +27,14 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class TransportStats:
-    """A snapshot of a connection's counters; ``rtt_ms`` is None until measured."""
+    """A snapshot of a connection's counters; ``rtt_ms`` is None until measured, ``path`` is
+    ``"direct"`` or ``"relay"`` for the path in use (None while none is selected)."""
 
     rtt_ms: float | None = None
     lost_packets: int = 0
     udp_tx_bytes: int = 0
     udp_rx_bytes: int = 0
+    path: str | None = None
 
 
 class Stream(Protocol):

@@ -209,6 +209,7 @@ class IrohConnection:
             lost_packets=s.lost_packets,
             udp_tx_bytes=s.udp_tx_bytes,
             udp_rx_bytes=s.udp_rx_bytes,
+            path=next(("relay" if p.is_relay else "direct" for p in self.raw.paths() if p.is_selected), None),
         )
 
     def close(self, code: int = 0, reason: str = "") -> None:

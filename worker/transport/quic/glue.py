@@ -131,6 +131,7 @@ class QuicTransportConnection:
             rtt_ms=None if rtt is None else rtt * 1000,
             udp_tx_bytes=self._tx_bytes,
             udp_rx_bytes=self._rx_bytes,
+            path="direct",  # an ICE pair without TURN is always a direct path
         )
 
     def close(self, code: int = 0, reason: str = "") -> None:
