@@ -68,7 +68,8 @@ def test_scrape_follows_a_session_and_forgets_it(work, any_receiver):
         async with EchoService() as echo, Cluster(work) as cluster:
             sender, ticket = await cluster.sender(*any_receiver, "--metrics-listen", "127.0.0.1:0")
             port = await metrics_port(sender)
-            receiver, addr = await cluster.receiver(ticket, f"tcp://127.0.0.1:{echo.tcp_port}")
+            # --no-reconnect: a session the operator closes must stay closed for this test to see it go
+            receiver, addr = await cluster.receiver(ticket, f"tcp://127.0.0.1:{echo.tcp_port}", "--no-reconnect")
             session_id = (await sender.wait_event("session.opened"))["session_id"]
 
             async def connected() -> Any:
