@@ -15,55 +15,28 @@ value came from. Checks across keys and the building of frozen models live in ``
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from tunnelpy.common.errors import ConfigError
 from tunnelpy.common.modes import Mode
-
-Kind = Literal["str", "path", "int", "float", "bool", "list", "secret"]
+from tunnelpy.common.option_spec import Kind, Option
+from tunnelpy.common.options_nostr import (
+    NOSTR_ONLY,
+    NOSTR_RECEIVER_OPTIONS,
+    NOSTR_SENDER_OPTIONS,
+)
 
 # Used when a STUN mode lists no server. The option's own default stays None, so that "not
 # given" (use these) and an explicit empty list in YAML (no STUN at all) remain distinguishable.
 DEFAULT_STUN_SERVERS = ("stun.l.google.com:19302", "stun1.l.google.com:19302")
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
-    """One config key: its YAML ``key``, its CLI ``flag``, its ``help`` and its ``default``.
-
-    ``kind`` says how the CLI parses the flag and what type a YAML value must have; a
-    relative ``path`` in a YAML file is taken relative to that file's folder. ``modes`` are
-    the modes the key applies to; in any other mode the key is refused. Every number has
-    finite inclusive ``bounds`` (shown in --help, checked after flags and YAML are merged).
-    """
-
-    key: str
-    flag: str
-    help: str
-    kind: Kind = "str"
-    default: Any = None
-    metavar: str | None = None
-    modes: tuple[Mode, ...] = tuple(Mode)
-    bounds: tuple[float, float] | None = None
-
-    @property
-    def help_text(self) -> str:
-        """The help line with the default and, for numbers, the accepted range."""
-        extra = [] if self.default in (None, (), False) else [f"default: {self.default}"]
-        if self.bounds:
-            extra.append(f"{_num(self.bounds[0])} to {_num(self.bounds[1])}")
-        return f"{self.help} ({'; '.join(extra)})" if extra else self.help
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
 _IROH_ONLY = (Mode.IROH,)
 _IROH_BOTH = (Mode.IROH, Mode.IROH_MANUAL)
-_STUN_MODES = (Mode.IROH_MANUAL, Mode.CUSTOM_MANUAL)
+_STUN_MODES = (Mode.IROH_MANUAL, Mode.CUSTOM_MANUAL, *NOSTR_ONLY)
+_ICE_MODES = (Mode.CUSTOM_MANUAL, *NOSTR_ONLY)
+
 
 # Keys both sides share: how an endpoint reaches the network, and logging.
 _COMMON = (
@@ -91,7 +64,7 @@ _COMMON = (
         kind="list",
         default=(),
         metavar="ADDR|CIDR|IFACE",
-        modes=(Mode.CUSTOM_MANUAL,),
+        modes=_ICE_MODES,
     ),
     Option(
         "relay_urls",
@@ -163,6 +136,7 @@ SENDER_OPTIONS: tuple[Option, ...] = (
         modes=_IROH_ONLY,
         bounds=(1, 100_000),
     ),
+    *NOSTR_SENDER_OPTIONS,
     Option(
         "secret",
         "--secret",
@@ -241,7 +215,15 @@ RECEIVER_OPTIONS: tuple[Option, ...] = (
         modes=_IROH_ONLY,
     ),
     Option("source", "--source", "service on the sender's side: tcp://HOST:PORT or udp://HOST:PORT", metavar="URL"),
-    Option("target", "--target", "local IP:PORT to listen on for the tunneled service", metavar="IP:PORT"),
+    Option(
+        "listen",
+        "--listen",
+        "local IP:PORT to listen on for the tunneled service (aliases: --target, -t; YAML: target)",
+        metavar="IP:PORT",
+        aliases=("--target", "-t"),
+        key_aliases=("target",),
+    ),
+    *NOSTR_RECEIVER_OPTIONS,
     Option(
         "secret_file",
         "--secret-file",
@@ -254,8 +236,11 @@ RECEIVER_OPTIONS: tuple[Option, ...] = (
 )
 
 # A key both tables declare (secret_file, and the _COMMON ones) has one default; a unit test
-# checks they agree, so one lookup by key serves both models.
-_DEFAULTS = {o.key: o.default for o in (*SENDER_OPTIONS, *RECEIVER_OPTIONS)}
+# checks they agree, so one lookup by key serves both models. A key declared twice for different
+# modes (max_sessions) reads as its first declaration here; each mode gets its own from RawValues.
+_DEFAULTS: dict[str, Any] = {}
+for _option in (*SENDER_OPTIONS, *RECEIVER_OPTIONS):
+    _DEFAULTS.setdefault(_option.key, _option.default)
 
 
 def default_of(key: str) -> Any:
@@ -296,19 +281,23 @@ class RawValues:
 
     def update_from_file(self, data: dict[str, Any], path: str, all_options: tuple[Option, ...]) -> None:
         known = {o.key: o for o in all_options}
-        for key, value in data.items():
-            if key == "mode":
+        aliases = {alias: o.key for o in all_options for alias in o.key_aliases}
+        for given, value in data.items():
+            if given == "mode":
                 continue
+            key = aliases.get(given, given)
+            if key != given and key in data:
+                raise ConfigError(f"{path}: {given!r} and {key!r} are the same key; keep one")
             if key not in known:
                 raise ConfigError(f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(known))}")
             if key not in self._options:
-                modes = ", ".join(known[key].modes)
+                modes = ", ".join(o.modes_text() for o in all_options if o.key == key)
                 raise ConfigError(f"{path}: key {key!r} does not apply to mode {self.mode!r} (only {modes})")
             if known[key].kind == "path" and isinstance(value, str):
                 # A file names its neighbours: resolve against its folder, not the cwd.
                 value = str(Path(path).parent / Path(value).expanduser())
             self.values[key] = value
-            self.origin[key] = f"{path}: {key}"
+            self.origin[key] = f"{path}: {given}"
 
     def update_from_cli(self, given: dict[str, Any]) -> None:
         # argparse gives None for every flag not on the command line (bools included), and
@@ -367,6 +356,17 @@ def load_yaml(path: str) -> dict[str, Any]:
 
 def merge_sender_values(mode: str | None, cli_values: dict[str, Any], config_path: str | None) -> RawValues:
     """Merge a sender's defaults < YAML file < CLI values; the mode comes from the command or the file."""
+    return _merge(SENDER_OPTIONS, mode, cli_values, config_path)
+
+
+def merge_receiver_values(mode: str | None, cli_values: dict[str, Any], config_path: str | None) -> RawValues:
+    """Merge a receiver's defaults < YAML file < CLI values, like :func:`merge_sender_values`."""
+    return _merge(RECEIVER_OPTIONS, mode, cli_values, config_path)
+
+
+def _merge(
+    options: tuple[Option, ...], mode: str | None, cli_values: dict[str, Any], config_path: str | None
+) -> RawValues:
     data = load_yaml(config_path) if config_path else {}
     file_mode = data.get("mode")
     if file_mode is not None and file_mode not in tuple(Mode):
@@ -376,7 +376,7 @@ def merge_sender_values(mode: str | None, cli_values: dict[str, Any], config_pat
     mode = mode or file_mode
     if not mode:
         raise ConfigError(f"{config_path or 'config'}: no mode: set `mode: iroh` (or another mode)")
-    raw = RawValues(SENDER_OPTIONS, mode)
-    raw.update_from_file(data, config_path or "config", SENDER_OPTIONS)
+    raw = RawValues(options, mode)
+    raw.update_from_file(data, config_path or "config", options)
     raw.update_from_cli(cli_values)
     return raw

@@ -88,6 +88,8 @@ class SessionService:
         self.admission = admission
         self.pool = pool
         self.accept_timeout = contract.PASTE_WAIT if one_shot else contract.ACCEPT_TIMEOUT
+        if config.nostr is not None:  # nostr mode: the sender's --max-wait
+            self.accept_timeout = config.nostr.max_wait
 
     async def open_session(
         self, receiver_id: str, source_text: str, rendezvous: contract.RendezvousSpec | None = None

@@ -1,4 +1,4 @@
-"""What every receiver does once it has a connection: serve ``--target`` over it until it ends.
+"""What every receiver does once it has a connection: serve ``--listen`` over it until it ends.
 
 The receiver is the worker's peer and runs the same data plane (:mod:`~tunnelpy.worker.forwarding`)
 over the same transport interface. :func:`run_until_stopped` runs any mode's receiver until it
@@ -33,7 +33,7 @@ def first_leaf(exc: BaseException) -> BaseException:
 
 
 def bind_target(cfg: ReceiverConfig) -> socket.socket:
-    """Bind ``--target`` before asking for a session: a port in use is the user's mistake, told
+    """Bind ``--listen`` before asking for a session: a port in use is the user's mistake, told
     in one line (exit 2), and no sender spawns a worker for a receiver that cannot serve."""
     host, port = cfg.target
     udp = cfg.source.proto is Proto.UDP
@@ -48,13 +48,13 @@ def bind_target(cfg: ReceiverConfig) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(
-            f"--target {host}:{port}: cannot listen there ({exc.strerror}); choose a free port on a local address"
+            f"--listen {host}:{port}: cannot listen there ({exc.strerror}); choose a free port on a local address"
         ) from exc
     return sock
 
 
 async def serve_tunnel(conn: Connection, cfg: ReceiverConfig, sock: socket.socket) -> None:
-    """Serve the bound ``--target`` socket over ``conn`` until the connection fails (raises ConnectionLost)."""
+    """Serve the bound ``--listen`` socket over ``conn`` until the connection fails (raises ConnectionLost)."""
     traffic = Traffic()
 
     def listening(address: tuple) -> None:  # type: ignore[type-arg]
@@ -92,7 +92,7 @@ async def serve_tunnel(conn: Connection, cfg: ReceiverConfig, sock: socket.socke
 async def run_until_stopped(
     cfg: ReceiverConfig, session: Callable[[socket.socket], Coroutine[Any, Any, None]]
 ) -> ExitCode:
-    """Bind ``--target``, then run a receiver's ``session`` on that socket until it fails or
+    """Bind ``--listen``, then run a receiver's ``session`` on that socket until it fails or
     SIGTERM/SIGINT arrives (exit 0, at any stage: even while waiting for a pasted answer); a
     lost connection raises ConnectionLost with the first underlying reason."""
     loop = asyncio.get_running_loop()
