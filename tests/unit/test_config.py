@@ -474,7 +474,7 @@ def test_receiver_secret_file_is_masked(tmp_path: Path) -> None:
 
 
 def test_manual_receiver_needs_no_node_id_and_uses_default_stun() -> None:
-    config = receiver({"source": "tcp://127.0.0.1:22", "target": "127.0.0.1:2222", "node_id": KEY_A}, "custom-manual")
+    config = receiver({"source": "tcp://127.0.0.1:22", "listen": "127.0.0.1:2222", "node_id": KEY_A}, "custom-manual")
     assert config.node_id is None
     assert config.net.stun_servers == opts.DEFAULT_STUN_SERVERS
 
