@@ -34,7 +34,8 @@ def add_options(parser: argparse.ArgumentParser, options: Sequence[optmod.Option
         added.add(opt.flag)
         help_text = opt.help_text
         if mode is None and (twins := [o for o in options if o.flag == opt.flag and o is not opt]):
-            help_text += "".join(f"; {o.modes_text()}: {o.help_text}" for o in twins)
+            help_text = f"{opt.help} ({opt.modes_text()}: {opt.extras()}"
+            help_text += "".join(f"; {o.modes_text()}: {o.extras()}" for o in twins) + ")"
         flags = (opt.flag, *opt.aliases)
         if opt.kind == "bool":
             parser.add_argument(*flags, dest=opt.key, action="store_true", default=None, help=help_text)

@@ -38,10 +38,15 @@ class Option:
     @property
     def help_text(self) -> str:
         """The help line with the default and, for numbers, the accepted range."""
+        extra = self.extras()
+        return f"{self.help} ({extra})" if extra else self.help
+
+    def extras(self) -> str:
+        """The default and, for numbers, the accepted range (empty if neither)."""
         extra = [] if self.default in (None, (), False) else [f"default: {self.default}"]
         if self.bounds:
             extra.append(f"{_num(self.bounds[0])} to {_num(self.bounds[1])}")
-        return f"{self.help} ({'; '.join(extra)})" if extra else self.help
+        return "; ".join(extra)
 
     def modes_text(self) -> str:
         return ", ".join(self.modes)

@@ -54,7 +54,7 @@ NOSTR_SENDER_OPTIONS: tuple[Option, ...] = (
     Option(
         "max_sessions",
         "--max-sessions",
-        "concurrent sessions (one worker process each) before new receivers are refused as at capacity; 0 = unlimited",
+        "concurrent sessions (one worker process each) before new receivers are refused as at capacity (0 = unlimited)",
         kind="int",
         default=10,
         metavar="N",
