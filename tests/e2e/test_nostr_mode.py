@@ -25,6 +25,9 @@ from tunnelpy.bench.nostr_peers import make_key, start_nostr_receiver, start_nos
 from tunnelpy.cli.status import fetch_status
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.signaling import nostr_wire as wire
+from tunnelpy.signaling.ice_parameters import IceParameters
+from tunnelpy.signaling.nostr_signal import NostrSignal
+from tunnelpy.signaling.session_wire import RejectReason
 
 pytestmark = pytest.mark.e2e
 
@@ -153,11 +156,31 @@ def test_strangers_hear_nothing_and_refused_sources_get_the_reason(work, relay_f
             assert await refused.wait(timeout=30) == ExitCode.NOT_ALLOWED
             assert "outside the sender's --allowed-tcp list" in refused.tail()
             assert not ready_workers(sender)
+            assert await _newer_version_is_told(net, relay.url) == RejectReason.VERSION_MISMATCH
             _, address = await net.receiver("friend", tcp)
             await assert_echo(address, 100_000)
             assert len(ready_workers(sender)) == 1
 
     run(main(), timeout=120)
+
+
+async def _newer_version_is_told(net: Net, url: str) -> RejectReason:
+    """A listed receiver speaking version VERSION + 1 gets a reject it can tell is a version mismatch."""
+    keys = nostr_sdk.Keys.parse(net.key("friend")[0].read_text().strip())
+    ice = IceParameters("u", "p" * 22, ("1 1 UDP 1 127.0.0.1 9 typ host",))
+    body = json.loads(wire.encode(wire.TunnelRequest.create(wire.new_session_id(), "tcp://127.0.0.1:9", ice, 0)))
+    body.update(v=wire.VERSION + 1, timestamp=int(time.time()))
+    sender_hex = nostr_sdk.PublicKey.parse(net.npub).to_hex()
+    async with NostrSignal(keys, [url]) as signal:
+        await signal.publish(sender_hex, json.dumps(body))
+        async with asyncio.timeout(20):
+            async for author, plaintext in signal.receive():
+                reply = wire.decode(plaintext)
+                ours = isinstance(reply, wire.TunnelReject) and reply.session_id == body["session_id"]
+                if author == sender_hex and ours:
+                    assert isinstance(reply, wire.TunnelReject)
+                    return reply.reason
+    raise AssertionError("no reply")
 
 
 async def relay_events(url: str, timeout: float = 5.0) -> list[nostr_sdk.Event]:
