@@ -119,7 +119,9 @@ class NostrSessions:
         self.relays = [url]
         sender_key, _ = make_key(work, "sender")
         self.receiver_key, receiver_npub = make_key(work, "receiver")
-        self.sender, self.npub = await start_nostr_sender(work, peers, self.relays, sender_key, [receiver_npub])
+        self.sender, self.npub = await start_nostr_sender(
+            work, peers, self.relays, sender_key, [receiver_npub], extra=["--allowed-tcp", "127.0.0.1/32"]
+        )
 
     async def open_session(self, work: Path, peers: list[Peer], source: str, index: int):  # type: ignore[no-untyped-def]
         from tunnelpy.bench.modes import OpenedSession
