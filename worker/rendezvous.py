@@ -23,6 +23,8 @@ from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.worker.contract import ACCEPT_TIMEOUT, RendezvousSpec, Transport, WorkerReady
 from tunnelpy.worker.forwarding import wire
 from tunnelpy.worker.transport import iroh_transport
+from tunnelpy.worker.transport.ice import ICE_CONNECT_TIMEOUT as ICE_CONNECT_TIMEOUT  # the receivers' too
+from tunnelpy.worker.transport.ice import stun_address
 from tunnelpy.worker.transport.interface import Connection
 from tunnelpy.worker.transport.iroh_transport import iroh
 from tunnelpy.worker.transport.stun_probe import public_addresses
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-ICE_CONNECT_TIMEOUT = 30.0  # once both sides run their checks
 PUNCH_ALPN = b"tunnel-py/punch"
 
 
@@ -42,14 +43,6 @@ class Rendezvous(Protocol):
     async def accept(self) -> Connection: ...
 
     async def close(self) -> None: ...
-
-
-def stun_address(net: NetOptions) -> tuple[str, int] | None:
-    """The first configured STUN server as (host, port); aioice uses one."""
-    if not net.stun_servers:
-        return None
-    host, _, port = net.stun_servers[0].rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 async def iroh_direct_addresses(endpoint: iroh.Endpoint, net: NetOptions) -> list[str]:

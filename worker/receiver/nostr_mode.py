@@ -11,6 +11,7 @@ connect QUIC as the client pinning the offer's certificate SHA-256, and serve ``
 from __future__ import annotations
 
 import asyncio
+import importlib
 import socket
 import time
 
@@ -22,10 +23,11 @@ from tunnelpy.signaling import nostr_wire as wire
 from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.signaling.nostr_signal import NostrSignal, RelayError
 from tunnelpy.worker.receiver.tunnel import run_until_stopped, serve_tunnel
-from tunnelpy.worker.rendezvous import ICE_CONNECT_TIMEOUT, stun_address
+from tunnelpy.worker.transport.ice import ICE_CONNECT_TIMEOUT, IceAgent, stun_address
 
 log = get_logger(__name__)
 
+_QUIC = "tunnelpy.worker.transport.quic.connect"
 INBOX = 64  # messages received but not yet looked at (a flood of foreign events is dropped)
 
 
@@ -34,19 +36,20 @@ async def run_nostr_receiver(cfg: ReceiverConfig) -> ExitCode:
 
 
 async def _session(cfg: ReceiverConfig, sock: socket.socket) -> None:
-    from tunnelpy.worker.transport.ice import IceAgent
-    from tunnelpy.worker.transport.quic.connect import connect_quic
-
     assert cfg.nostr is not None, "a nostr receiver has nostr options"
     keys, (sender,) = nostr_keys.identity(cfg.nostr)
-    async with IceAgent(controlling=True, stun_server=stun_address(cfg.net), host_filter=cfg.net.ice_hosts) as agent:
-        params = await agent.gather()
+    agent = IceAgent(controlling=True, stun_server=stun_address(cfg.net), host_filter=cfg.net.ice_hosts)
+    async with agent, asyncio.TaskGroup() as tg:
+        # The QUIC stack takes a while to import: do it meanwhile (relays, ICE, the sender's worker).
+        quic = tg.create_task(asyncio.to_thread(importlib.import_module, _QUIC))
         async with NostrSignal(keys, cfg.nostr.relays) as signal:
+            params = await agent.gather()
             offer = await ask_sender(signal, sender, str(cfg.source), params, cfg.nostr)
             try:  # a confirmation only: the sender's worker already runs its checks
                 await signal.publish(sender, wire.encode(wire.TunnelAnswer(offer.session_id)))
             except RelayError as exc:
                 log.warning("receiver.answer_not_published", error=str(exc))
+        connect_quic = (await quic).connect_quic
         await agent.set_remote(offer.ice)
         pair = await agent.connect(timeout=ICE_CONNECT_TIMEOUT)
         conn = await connect_quic(agent, is_client=True, cert_fingerprint=offer.cert_sha256)
