@@ -40,7 +40,7 @@ __all__ = [
 
 def start_relay(workdir: Path, *, max_event_size: int = MAX_EVENT_SIZE, running: bool = True) -> Relay:
     """A relay on a free 127.0.0.1 port, config and sqlite file under ``workdir``; started unless not ``running``."""
-    if not _relay.installed():
+    if not RELAY_BIN.exists():  # this module's name, so a test can point it elsewhere
         pytest.fail(f"nostr-relay is not installed at {RELAY_VENV}: run scripts/setup-test-env")
     return _relay.start_relay(workdir, max_event_size=max_event_size, running=running)
 
