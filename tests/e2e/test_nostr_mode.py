@@ -10,6 +10,7 @@ import datetime
 import hashlib
 import json
 import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -330,3 +331,29 @@ def test_config_errors_are_one_line_naming_the_key(work, relay_factory: Callable
         assert code == ExitCode.CONFIG and last_line(err).startswith("tunnel-py: error: TUNNELPY_NSEC: "), err
 
     run(main())
+
+
+def test_a_draining_sender_refuses_new_receivers_with_the_reason(work, relay_factory: Callable[..., Relay]):
+    relay = relay_factory()
+
+    async def main() -> None:
+        async with EchoService() as echo, Cluster(work) as cluster:
+            net = Net(work, cluster, [relay.url])
+            sender = await net.sender(["--allowed-tcp", "127.0.0.1/32"], receivers=["r1", "r2"])
+            tcp = f"tcp://127.0.0.1:{echo.tcp_port}"
+            _, address = await net.receiver("r1", tcp)
+            reader, writer = await asyncio.open_connection(*address)  # a live stream keeps the drain going
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            assert sender.proc is not None
+            sender.proc.send_signal(signal.SIGTERM)
+            await sender.wait_event("supervisor.draining")
+            late, _ = await net.receiver("r2", tcp, wait=False)
+            assert await late.wait(timeout=30) == ExitCode.DRAINING
+            assert "(draining)" in late.tail()
+            writer.write_eof()
+            assert await reader.read() == b""
+            writer.close()
+            assert await sender.wait(timeout=30) == 0
+
+    run(main(), timeout=90)
