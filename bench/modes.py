@@ -107,9 +107,25 @@ async def _listening(receiver: Peer, sender: Peer) -> tuple[str, int]:
     )
 
 
+def _nostr_sessions() -> ModeSessions:
+    from tunnelpy.bench.nostr_peers import NostrSessions
+
+    return NostrSessions()
+
+
 # A fresh ModeSessions per turn; a mode missing here is shown as not implemented.
 SESSIONS: dict[Mode, Callable[[], ModeSessions]] = {
     Mode.IROH: IrohSessions,
     Mode.IROH_MANUAL: partial(ManualSessions, Mode.IROH_MANUAL),
     Mode.CUSTOM_MANUAL: partial(ManualSessions, Mode.CUSTOM_MANUAL),
+    Mode.NOSTR: _nostr_sessions,
 }
+
+
+def unavailable(mode: Mode) -> str | None:
+    """Why a mode cannot run on this machine (shown as its row's status), or None."""
+    if mode is Mode.NOSTR:
+        from tunnelpy.bench.nostr_peers import unavailable as nostr_unavailable
+
+        return nostr_unavailable()
+    return None

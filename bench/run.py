@@ -32,7 +32,7 @@ from tunnelpy.bench import report as br
 from tunnelpy.bench.contenders import Contender, Socat, SshForward, SshServer, Tunnel
 from tunnelpy.bench.idle import measure_idle_sessions, render_idle
 from tunnelpy.bench.memory import peak_memory, record_memory
-from tunnelpy.bench.modes import SESSIONS
+from tunnelpy.bench.modes import SESSIONS, unavailable
 from tunnelpy.bench.net import MESSAGE_BYTES, BenchServer, download, first_echo, ping_pong, upload
 from tunnelpy.common.errors import ExitCode, TunnelError
 from tunnelpy.common.modes import Mode
@@ -126,8 +126,9 @@ def build_contenders(
         contenders.append(SshForward(sshd))
     for name in settings.modes:
         new_sessions = SESSIONS.get(name)
-        results.append(br.ContenderResult(name, "tunnel", None if new_sessions else br.NOT_IMPLEMENTED))
-        if new_sessions:
+        skipped = unavailable(name) if new_sessions else br.NOT_IMPLEMENTED
+        results.append(br.ContenderResult(name, "tunnel", skipped))
+        if new_sessions and not skipped:
             contenders.append(Tunnel(name, new_sessions))
     return contenders, results, sshd
 

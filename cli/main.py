@@ -22,25 +22,31 @@ from typing import Any
 from tunnelpy.common import config as cfgmod
 from tunnelpy.common import options as optmod
 from tunnelpy.common.errors import ConfigError, ExitCode, TunnelError
-from tunnelpy.common.merge import RawValues
+from tunnelpy.common.merge import merge_receiver_values
 from tunnelpy.common.modes import IMPLEMENTED, Mode
 from tunnelpy.common.private_files import make_rundir, remove_stale_rundirs, write_private
 
 
 def add_options(parser: argparse.ArgumentParser, options: Sequence[optmod.Option], mode: str | None) -> None:
+    added: set[str] = set()
     for opt in options:
-        if mode is not None and mode not in opt.modes:
-            continue
+        if (mode is not None and mode not in opt.modes) or opt.flag in added:
+            continue  # a key declared per mode (max_sessions) is one flag where every mode is offered
+        added.add(opt.flag)
         help_text = opt.help_text
+        if mode is None and (twins := [o for o in options if o.flag == opt.flag and o is not opt]):
+            help_text = f"{opt.help} ({opt.modes_text()}: {opt.extras()}"
+            help_text += "".join(f"; {o.modes_text()}: {o.extras()}" for o in twins) + ")"
+        flags = (opt.flag, *opt.aliases)
         if opt.kind == "bool":
-            parser.add_argument(opt.flag, dest=opt.key, action="store_true", default=None, help=help_text)
+            parser.add_argument(*flags, dest=opt.key, action="store_true", default=None, help=help_text)
         elif opt.kind == "list":
             parser.add_argument(
-                opt.flag, dest=opt.key, action="append", default=None, metavar=opt.metavar, help=help_text
+                *flags, dest=opt.key, action="append", default=None, metavar=opt.metavar, help=help_text
             )
         else:
             kind = {"int": int, "float": float}.get(opt.kind, str)
-            parser.add_argument(opt.flag, dest=opt.key, type=kind, default=None, metavar=opt.metavar, help=help_text)
+            parser.add_argument(*flags, dest=opt.key, type=kind, default=None, metavar=opt.metavar, help=help_text)
 
 
 def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
@@ -48,7 +54,7 @@ def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tunnel-py",
         description="Peer-to-peer TCP/UDP port forwarding. A sender exposes services behind NAT; a "
-        "receiver asks for one (--source) and listens locally (--target).",
+        "receiver asks for one (--source) and listens locally (--listen).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -63,6 +69,7 @@ def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
     receiver_modes = receiver.add_subparsers(dest="mode", required=True, metavar="MODE")
     for mode in IMPLEMENTED:
         p = receiver_modes.add_parser(mode, help=mode.summary, description=mode.summary)
+        p.add_argument("-c", "--config", help="YAML file with the same options (flags override it)")
         add_options(p, optmod.RECEIVER_OPTIONS, mode)
 
     gen = sub.add_parser("generate-iroh-key", help="create a persistent iroh identity (mode 0600)")
@@ -70,6 +77,12 @@ def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
     gen.add_argument("--force", action="store_true", help="overwrite an existing file")
     show = sub.add_parser("show-iroh-node-id", help="print the EndpointId of an identity file")
     show.add_argument("-s", "--secret-file", required=True, help="identity file from generate-iroh-key")
+
+    gen = sub.add_parser("generate-nostr-key", help="create a Nostr identity for nostr mode (mode 0600)")
+    gen.add_argument("-o", "--output", required=True, help="file to write the nsec to ('-' = stdout, npub on stderr)")
+    gen.add_argument("--force", action="store_true", help="overwrite an existing file (its key is lost)")
+    show = sub.add_parser("show-npub", help="print the npub of a Nostr key file")
+    show.add_argument("-n", "--nsec-file", required=True, help="key file from generate-nostr-key")
 
     status = sub.add_parser("status", help="show a running supervisor's sessions")
     status.add_argument("--control", help=f"the supervisor's control socket (default: {cfgmod.default_control_path()})")
@@ -123,7 +136,11 @@ def run_sender(config: cfgmod.SenderConfig) -> int:
     async def serve() -> int:
         manual = Mode(config.mode).one_shot
         supervisor = Supervisor(config, launcher, rundir, one_shot=manual)
-        front = ManualFrontDoor if manual else IrohFrontDoor
+        front: Any = ManualFrontDoor if manual else IrohFrontDoor
+        if config.mode == Mode.NOSTR:
+            from tunnelpy.supervisor.front_nostr import NostrFrontDoor
+
+            front = NostrFrontDoor
         return await supervisor.run(lambda service: front(config, service))
 
     return uvloop.run(serve())
@@ -134,13 +151,14 @@ def run_receiver(args: argparse.Namespace) -> int:
 
     from tunnelpy.common.logs import configure_logging
 
-    raw = RawValues(optmod.RECEIVER_OPTIONS, args.mode)
-    raw.update_from_cli(_cli_values(args, optmod.RECEIVER_OPTIONS))
+    raw = merge_receiver_values(args.mode, _cli_values(args, optmod.RECEIVER_OPTIONS), args.config)
     config = cfgmod.build_receiver_config(raw)
     quiet = config.quiet and config.log_level in ("debug", "info")  # --quiet: warnings and errors only
     configure_logging("receiver", fmt=config.log_format, level="warning" if quiet else config.log_level)
     if config.mode == Mode.IROH:
         from tunnelpy.worker.receiver.iroh_mode import run_receiver as run
+    elif config.mode == Mode.NOSTR:
+        from tunnelpy.worker.receiver.nostr_mode import run_nostr_receiver as run
     else:
         from tunnelpy.worker.receiver.manual_modes import run_manual_receiver as run
     return uvloop.run(run(config))
@@ -180,6 +198,18 @@ def show_iroh_node_id(secret_file: str) -> int:
     return 0
 
 
+def generate_nostr_key(output: str, force: bool) -> int:
+    from tunnelpy.signaling import nostr_keys
+
+    if output == "-":
+        nsec, npub = nostr_keys.generate_keys()
+        print(nsec)
+        print(f"npub: {npub}", file=sys.stderr)
+        return 0
+    print(f"npub: {nostr_keys.generate_key_file(Path(output), force=force)}")
+    return 0
+
+
 def dispatch(args: argparse.Namespace) -> int:
     if args.command == "sender":
         values = _cli_values(args, optmod.SENDER_OPTIONS)
@@ -190,6 +220,13 @@ def dispatch(args: argparse.Namespace) -> int:
         return generate_iroh_key(args.output, args.force)
     if args.command == "show-iroh-node-id":
         return show_iroh_node_id(args.secret_file)
+    if args.command == "generate-nostr-key":
+        return generate_nostr_key(args.output, args.force)
+    if args.command == "show-npub":
+        from tunnelpy.signaling.nostr_keys import show_npub
+
+        print(show_npub(Path(args.nsec_file), "--nsec-file"))
+        return 0
     if args.command == "status":
         from tunnelpy.cli.status import show_status
 

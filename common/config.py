@@ -24,6 +24,7 @@ from tunnelpy.common.logs import LOG_FORMATS, LOG_LEVELS
 from tunnelpy.common.merge import RawValues, merge_sender_values
 from tunnelpy.common.modes import Mode
 from tunnelpy.common.options import DEFAULT_STUN_SERVERS, default_of
+from tunnelpy.common.options_nostr import DEFAULT_NOSTR_RELAYS, NSEC_ENV
 from tunnelpy.common.private_files import read_secret, read_trusted
 
 
@@ -64,6 +65,20 @@ class NetOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class NostrOptions:
+    """nostr mode's keys and relays, as given: the keys are parsed (they need nostr-sdk) by
+    :func:`tunnelpy.signaling.nostr_keys.identity`, whose errors name ``*_origin``."""
+
+    secret_key: Secret  # nsec1... or hex
+    secret_origin: str  # where it came from: "--nsec", "--nsec-file PATH", "TUNNELPY_NSEC", a YAML key
+    peers: tuple[str, ...]  # npub1... or hex: the receivers a sender admits, or the sender a receiver asks
+    peers_origin: str
+    relays: tuple[str, ...]
+    republish_interval: float = field(default=default_of("republish_interval"))
+    max_wait: float = field(default=default_of("max_wait"))
+
+
+@dataclass(frozen=True, slots=True)
 class SenderConfig:
     """What a sender's supervisor runs on; built by :func:`sender_config_from`.
 
@@ -86,13 +101,15 @@ class SenderConfig:
     log_level: str = field(default=default_of("log_level"))
     metrics_listen: tuple[str, int] | None = None  # parsed ``metrics_listen``; None = no metrics listener
     metrics_token: Secret | None = None  # read from ``metrics_token_file``
+    nostr: NostrOptions | None = None  # nostr mode only
 
 
 @dataclass(frozen=True, slots=True)
 class ReceiverConfig:
     """What a receiver runs on; built by :func:`build_receiver_config` from its flags.
 
-    It asks the sender (``node_id`` in iroh mode) for ``source`` and listens on ``target``.
+    It asks the sender (``node_id`` in iroh mode) for ``source`` and listens on ``target``
+    (the ``listen`` key).
     """
 
     mode: str
@@ -106,6 +123,7 @@ class ReceiverConfig:
     log_format: str = field(default=default_of("log_format"))
     log_level: str = field(default=default_of("log_level"))
     quiet: bool = field(default=default_of("quiet"))  # no status line; warnings and errors only
+    nostr: NostrOptions | None = None  # nostr mode only
 
 
 def _choice(raw: RawValues, key: str, choices: tuple[str, ...]) -> str:
@@ -164,6 +182,38 @@ def _read_secret(raw: RawValues) -> Secret | None:
         hint = "create one with `tunnel-py generate-iroh-key -o PATH`"
         return Secret(read_secret(Path(path), raw.origin["secret_file"], hint))
     return Secret(inline) if inline else None
+
+
+def _nostr_options(raw: RawValues, *, sender: bool) -> NostrOptions:
+    """nostr mode's secret key (--nsec, --nsec-file, or $TUNNELPY_NSEC), peers and relays."""
+    inline, path = raw.get("nsec"), raw.get("nsec_file")
+    if inline and path:
+        raise ConfigError("--nsec and --nsec-file are mutually exclusive: keep one")
+    hint = "create one with `tunnel-py generate-nostr-key -o PATH`"
+    if path:
+        origin = f"{raw.origin['nsec_file']} {path}"
+        secret = read_secret(Path(path), raw.origin["nsec_file"], hint)
+    elif inline:
+        origin, secret = raw.origin["nsec"], inline
+    elif os.environ.get(NSEC_ENV):
+        origin, secret = NSEC_ENV, os.environ[NSEC_ENV]
+    else:
+        raise ConfigError(f"nostr mode needs our secret key: give --nsec-file PATH (or --nsec, or ${NSEC_ENV}); {hint}")
+    peers = raw.get("peer_npub") or ()
+    if not peers:
+        who = "a receiver allowed to connect (repeatable)" if sender else "the sender to ask"
+        raise ConfigError(f"{raw.origin['peer_npub']} is required: the npub of {who}")
+    if not sender and len(peers) > 1:
+        raise ConfigError(f"{raw.origin['peer_npub']}: a receiver asks one sender; give it once")
+    return NostrOptions(
+        secret_key=Secret(secret.strip()),
+        secret_origin=origin,
+        peers=peers,
+        peers_origin=raw.origin["peer_npub"],
+        relays=raw.get("relays") or DEFAULT_NOSTR_RELAYS,
+        republish_interval=_bounded(raw, "republish_interval"),
+        max_wait=_bounded(raw, "max_wait"),
+    )
 
 
 def read_authorized_keys(path: str, where: str) -> frozenset[str]:
@@ -229,9 +279,10 @@ def build_sender_config(raw: RawValues) -> SenderConfig:
         raise ConfigError(
             "no source is allowed: give --allowed-tcp and/or --allowed-udp CIDRs (e.g. --allowed-tcp 127.0.0.0/8)"
         )
-    iroh = mode == Mode.IROH
-    # Only iroh mode admits receivers by EndpointId and serves many; a copy-paste mode serves
-    # the one peer whose blocks were exchanged, so it has no key list and one session.
+    iroh, nostr = mode == Mode.IROH, mode == Mode.NOSTR
+    # iroh mode admits receivers by EndpointId and nostr mode by npub (its front door checks
+    # the --peer-npub list), and both serve many; a copy-paste mode serves the one peer whose
+    # blocks were exchanged, so it has no key list and one session.
     authorized = _authorized_keys(raw) if iroh else None  # copy-paste modes: the paste channel authenticates
     control = raw.get("control")
     metrics_listen, metrics_token = _metrics(raw)
@@ -239,7 +290,7 @@ def build_sender_config(raw: RawValues) -> SenderConfig:
         mode=mode,
         allowed=allowed,
         net=_net_options(raw),
-        max_sessions=_bounded(raw, "max_sessions") if iroh else 1,
+        max_sessions=_bounded(raw, "max_sessions") if iroh or nostr else 1,
         max_startups=_bounded(raw, "max_startups") if iroh else 1,
         max_pending=_bounded(raw, "max_pending") if iroh else 1,
         secret=_read_secret(raw) if iroh else None,
@@ -252,13 +303,14 @@ def build_sender_config(raw: RawValues) -> SenderConfig:
         log_level=_choice(raw, "log_level", LOG_LEVELS),
         metrics_listen=metrics_listen,
         metrics_token=metrics_token,
+        nostr=_nostr_options(raw, sender=True) if nostr else None,
     )
 
 
 def build_receiver_config(raw: RawValues) -> ReceiverConfig:
     """Validate merged receiver values into a :class:`ReceiverConfig`."""
     iroh = raw.mode == Mode.IROH
-    for key in ("source", "target") + (("node_id",) if iroh else ()):
+    for key in ("source", "listen") + (("node_id",) if iroh else ()):
         if not raw.get(key):
             raise ConfigError(f"{raw.origin[key]} is required")
     net = _net_options(raw)
@@ -270,7 +322,7 @@ def build_receiver_config(raw: RawValues) -> ReceiverConfig:
     return ReceiverConfig(
         mode=raw.mode,
         source=parse_source(raw.get("source")),
-        target=parse_socket_addr(raw.get("target"), what=raw.origin["target"]),
+        target=parse_socket_addr(raw.get("listen"), what=raw.origin["listen"]),
         net=net,
         node_id=raw.get("node_id") if iroh else None,
         secret=_read_secret(raw) if iroh else None,
@@ -279,6 +331,7 @@ def build_receiver_config(raw: RawValues) -> ReceiverConfig:
         log_format=_choice(raw, "log_format", LOG_FORMATS),
         log_level=_choice(raw, "log_level", LOG_LEVELS),
         quiet=bool(raw.get("quiet")),
+        nostr=_nostr_options(raw, sender=False) if raw.mode == Mode.NOSTR else None,
     )
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from tunnelpy.common.errors import ConfigError
 from tunnelpy.common.modes import Mode
-from tunnelpy.common.options import SENDER_OPTIONS, Kind, Option
+from tunnelpy.common.option_spec import Kind, Option
+from tunnelpy.common.options import RECEIVER_OPTIONS, SENDER_OPTIONS
 
 # What a merged value of each kind must be, and how an error calls it. YAML gives any type,
 # so even values the CLI already parsed are checked again here.
@@ -49,19 +50,23 @@ class RawValues:
 
     def update_from_file(self, data: dict[str, Any], path: str, all_options: tuple[Option, ...]) -> None:
         known = {o.key: o for o in all_options}
-        for key, value in data.items():
-            if key == "mode":
+        aliases = {alias: o.key for o in all_options for alias in o.key_aliases}
+        for given, value in data.items():
+            if given == "mode":
                 continue
+            key = aliases.get(given, given)
+            if key != given and key in data:
+                raise ConfigError(f"{path}: {given!r} and {key!r} are the same key; keep one")
             if key not in known:
                 raise ConfigError(f"{path}: unknown key {key!r}; valid keys: {', '.join(sorted(known))}")
             if key not in self._options:
-                modes = ", ".join(known[key].modes)
+                modes = ", ".join(o.modes_text() for o in all_options if o.key == key)
                 raise ConfigError(f"{path}: key {key!r} does not apply to mode {self.mode!r} (only {modes})")
             if known[key].kind == "path" and isinstance(value, str):
                 # A file names its neighbours: resolve against its folder, not the cwd.
                 value = str(Path(path).parent / Path(value).expanduser())
             self.values[key] = value
-            self.origin[key] = f"{path}: {key}"
+            self.origin[key] = f"{path}: {given}"
 
     def update_from_cli(self, given: dict[str, Any]) -> None:
         # argparse gives None for every flag not on the command line (bools included), and
@@ -120,6 +125,17 @@ def load_yaml(path: str) -> dict[str, Any]:
 
 def merge_sender_values(mode: str | None, cli_values: dict[str, Any], config_path: str | None) -> RawValues:
     """Merge a sender's defaults < YAML file < CLI values; the mode comes from the command or the file."""
+    return _merge(SENDER_OPTIONS, mode, cli_values, config_path)
+
+
+def merge_receiver_values(mode: str | None, cli_values: dict[str, Any], config_path: str | None) -> RawValues:
+    """Merge a receiver's defaults < YAML file < CLI values, like :func:`merge_sender_values`."""
+    return _merge(RECEIVER_OPTIONS, mode, cli_values, config_path)
+
+
+def _merge(
+    options: tuple[Option, ...], mode: str | None, cli_values: dict[str, Any], config_path: str | None
+) -> RawValues:
     data = load_yaml(config_path) if config_path else {}
     file_mode = data.get("mode")
     if file_mode is not None and file_mode not in tuple(Mode):
@@ -129,7 +145,7 @@ def merge_sender_values(mode: str | None, cli_values: dict[str, Any], config_pat
     mode = mode or file_mode
     if not mode:
         raise ConfigError(f"{config_path or 'config'}: no mode: set `mode: iroh` (or another mode)")
-    raw = RawValues(SENDER_OPTIONS, mode)
-    raw.update_from_file(data, config_path or "config", SENDER_OPTIONS)
+    raw = RawValues(options, mode)
+    raw.update_from_file(data, config_path or "config", options)
     raw.update_from_cli(cli_values)
     return raw

@@ -29,7 +29,7 @@ class Mode(enum.StrEnum):
         return _SUMMARIES[self]
 
 
-IMPLEMENTED = (Mode.IROH, Mode.IROH_MANUAL, Mode.CUSTOM_MANUAL)
+IMPLEMENTED = (Mode.IROH, Mode.IROH_MANUAL, Mode.CUSTOM_MANUAL, Mode.NOSTR)
 
 _SUMMARIES = {
     Mode.IROH: "iroh: persistent EndpointId, discovery, relay fallback; many receivers",

@@ -13,53 +13,25 @@ checks across keys and the building of frozen models live in :mod:`tunnelpy.comm
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from tunnelpy.common.modes import Mode
-
-Kind = Literal["str", "path", "int", "float", "bool", "list", "secret"]
+from tunnelpy.common.option_spec import Option
+from tunnelpy.common.options_nostr import (
+    NOSTR_ONLY,
+    NOSTR_RECEIVER_OPTIONS,
+    NOSTR_SENDER_OPTIONS,
+)
 
 # Used when a STUN mode lists no server. The option's own default stays None, so that "not
 # given" (use these) and an explicit empty list in YAML (no STUN at all) remain distinguishable.
 DEFAULT_STUN_SERVERS = ("stun.l.google.com:19302", "stun1.l.google.com:19302")
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
-    """One config key: its YAML ``key``, its CLI ``flag``, its ``help`` and its ``default``.
-
-    ``kind`` says how the CLI parses the flag and what type a YAML value must have; a
-    relative ``path`` in a YAML file is taken relative to that file's folder. ``modes`` are
-    the modes the key applies to; in any other mode the key is refused. Every number has
-    finite inclusive ``bounds`` (shown in --help, checked after flags and YAML are merged).
-    """
-
-    key: str
-    flag: str
-    help: str
-    kind: Kind = "str"
-    default: Any = None
-    metavar: str | None = None
-    modes: tuple[Mode, ...] = tuple(Mode)
-    bounds: tuple[float, float] | None = None
-
-    @property
-    def help_text(self) -> str:
-        """The help line with the default and, for numbers, the accepted range."""
-        extra = [] if self.default in (None, (), False) else [f"default: {self.default}"]
-        if self.bounds:
-            extra.append(f"{_num(self.bounds[0])} to {_num(self.bounds[1])}")
-        return f"{self.help} ({'; '.join(extra)})" if extra else self.help
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
 _IROH_ONLY = (Mode.IROH,)
 _IROH_BOTH = (Mode.IROH, Mode.IROH_MANUAL)
-_STUN_MODES = (Mode.IROH_MANUAL, Mode.CUSTOM_MANUAL)
+_STUN_MODES = (Mode.IROH_MANUAL, Mode.CUSTOM_MANUAL, *NOSTR_ONLY)
+_ICE_MODES = (Mode.CUSTOM_MANUAL, *NOSTR_ONLY)
 _RECONNECTING = (Mode.IROH, Mode.NOSTR)  # modes whose receiver can start a new session alone
 
 # Keys both sides share: how an endpoint reaches the network, and logging.
@@ -88,7 +60,7 @@ _COMMON = (
         kind="list",
         default=(),
         metavar="ADDR|CIDR|IFACE",
-        modes=(Mode.CUSTOM_MANUAL,),
+        modes=_ICE_MODES,
     ),
     Option(
         "relay_urls",
@@ -160,6 +132,7 @@ SENDER_OPTIONS: tuple[Option, ...] = (
         modes=_IROH_ONLY,
         bounds=(1, 100_000),
     ),
+    *NOSTR_SENDER_OPTIONS,
     Option(
         "max_startups",
         "--max-startups",
@@ -275,7 +248,15 @@ RECEIVER_OPTIONS: tuple[Option, ...] = (
         modes=_IROH_ONLY,
     ),
     Option("source", "--source", "service on the sender's side: tcp://HOST:PORT or udp://HOST:PORT", metavar="URL"),
-    Option("target", "--target", "local IP:PORT to listen on for the tunneled service", metavar="IP:PORT"),
+    Option(
+        "listen",
+        "--listen",
+        "local IP:PORT to listen on for the tunneled service (aliases: --target, -t; YAML: target)",
+        metavar="IP:PORT",
+        aliases=("--target", "-t"),
+        key_aliases=("target",),
+    ),
+    *NOSTR_RECEIVER_OPTIONS,
     Option(
         "secret_file",
         "--secret-file",
@@ -314,8 +295,11 @@ RECEIVER_OPTIONS: tuple[Option, ...] = (
 )
 
 # A key both tables declare (secret_file, and the _COMMON ones) has one default; a unit test
-# checks they agree, so one lookup by key serves both models.
-_DEFAULTS = {o.key: o.default for o in (*SENDER_OPTIONS, *RECEIVER_OPTIONS)}
+# checks they agree, so one lookup by key serves both models. A key declared twice for different
+# modes (max_sessions) reads as its first declaration here; each mode gets its own from RawValues.
+_DEFAULTS: dict[str, Any] = {}
+for _option in (*SENDER_OPTIONS, *RECEIVER_OPTIONS):
+    _DEFAULTS.setdefault(_option.key, _option.default)
 
 
 def default_of(key: str) -> Any:

@@ -11,19 +11,16 @@ These back ``tunnel-py generate-nostr-key -o PATH [--force]`` and ``tunnel-py sh
 from __future__ import annotations
 
 import re
-import stat
 from pathlib import Path
 
 import nostr_sdk
 
 from tunnelpy.common import uniffi_fastcopy
+from tunnelpy.common.config import NostrOptions
 from tunnelpy.common.errors import ConfigError
-from tunnelpy.common.logs import get_logger
-from tunnelpy.common.private_files import write_private
+from tunnelpy.common.private_files import read_secret, write_private
 
 uniffi_fastcopy.apply("nostr-sdk")
-
-log = get_logger(__name__)
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _GENERATE = "create one with `tunnel-py generate-nostr-key -o PATH`"
@@ -62,19 +59,25 @@ def parse_public_key(text: str, flag: str = "--peer-npub") -> str:
 
 
 def load_secret_key_file(path: Path, flag: str = "--nsec-file") -> nostr_sdk.Keys:
-    """Keys from a key file (surrounding whitespace ignored); an empty file is an error, not a new key."""
-    try:
-        text = path.read_text()
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise ConfigError(f"{flag} {path}: no such file; {_GENERATE}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{flag} {path}: cannot read it ({exc})") from None
-    if not text.strip():
-        raise ConfigError(f"{flag} {path}: the file is empty; {_GENERATE} (an empty file is never a new key)")
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("nostr.key_file_not_private", path=str(path), mode=oct(stat.S_IMODE(mode)), fix=f"chmod 600 {path}")
-    return parse_secret_key(text, f"{flag} {path}")
+    """Keys from a key file (surrounding whitespace ignored), under the one secret-file policy of
+    :func:`~tunnelpy.common.private_files.read_secret`: a file others can read, a symlink or an
+    empty file (never a new key) is refused with a one-line error naming ``flag``."""
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError(f"{flag} {path}: no such file; {_GENERATE}")
+    return parse_secret_key(read_secret(path, flag, _GENERATE), f"{flag} {path}")
+
+
+def identity(options: NostrOptions) -> tuple[nostr_sdk.Keys, tuple[str, ...]]:
+    """Our keys and the peers' lowercase hex public keys from the config; errors name their origin."""
+    keys = parse_secret_key(options.secret_key, options.secret_origin)
+    peers = tuple(dict.fromkeys(parse_public_key(peer, options.peers_origin) for peer in options.peers))
+    return keys, peers
+
+
+def generate_keys() -> tuple[str, str]:
+    """A fresh key pair as (nsec, npub), for ``generate-nostr-key -o -``."""
+    keys = nostr_sdk.Keys.generate()
+    return str(keys.secret_key().to_bech32()), str(keys.public_key().to_bech32())
 
 
 def generate_key_file(path: Path, *, force: bool = False) -> str:

@@ -4,8 +4,8 @@ Sans-IO: this module turns messages into plaintext JSON strings and back and hol
 signaling decisions (which requests to act on, when to republish). The glue
 (:mod:`tunnelpy.signaling.nostr_signal`) encrypts, signs and talks to relays.
 
-One signaling exchange, receiver-initiated (receiver = ICE controlled and QUIC client, as in
-custom-manual)::
+One signaling exchange, receiver-initiated (receiver = ICE controlling and QUIC client pinning
+the offer's certificate, sender's worker = ICE controlled and QUIC server, as in custom-manual)::
 
     receiver -> sender  TunnelRequest  (republished on a RepublishSchedule until answered)
     sender -> receiver  TunnelOffer    (or TunnelReject, with a RejectReason)

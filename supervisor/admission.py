@@ -86,7 +86,7 @@ class Admission:
             if isinstance(checked, Refused):
                 return checked
             addresses = checked.addresses
-        if len(self._active) >= self.max_sessions:
+        if self.max_sessions and len(self._active) >= self.max_sessions:  # 0 = unlimited (nostr mode)
             return Refused(
                 Refusal.AT_CAPACITY,
                 f"sender at capacity ({len(self._active)}/{self.max_sessions} sessions); try again later",

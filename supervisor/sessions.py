@@ -102,6 +102,8 @@ class SessionService:
         self.pool = pool
         self.counters = counters if counters is not None else Counters()  # the arbiter passes the one it reports
         self.accept_timeout = contract.PASTE_WAIT if one_shot else contract.ACCEPT_TIMEOUT
+        if config.nostr is not None:  # nostr mode: the sender's --max-wait
+            self.accept_timeout = config.nostr.max_wait
 
     def authorize(self, receiver_id: str) -> Refused | None:
         """The identity check alone, for a front door that knows the peer before its request."""

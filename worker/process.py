@@ -42,7 +42,7 @@ class Worker:
         self.state = SessionState.WAITING
         self.session: WorkerSession | None = None
         self.conn: Connection | None = None
-        self.rendezvous = make_rendezvous(spec.rendezvous, spec.net, spec.receiver_id)
+        self.rendezvous = make_rendezvous(spec.rendezvous, spec.net, spec.receiver_id, spec.accept_timeout)
         self._ctx = zmq.asyncio.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         self._sock.setsockopt(zmq.LINGER, 0)

@@ -4,7 +4,7 @@
   receiver's EndpointId (iroh and iroh-manual modes).
 * :class:`IceRendezvous` gathers ICE candidates as the controlled agent with the receiver's
   credentials, creates a fresh self-signed certificate, and after connectivity checks runs
-  the QUIC server on the selected pair (custom-manual, later nostr).
+  the QUIC server on the selected pair (custom-manual, nostr).
 
 Both report the address the receiver needs as a :class:`WorkerReady`, and hand the session
 a :class:`~tunnelpy.worker.transport.interface.Connection`.
@@ -20,9 +20,11 @@ from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import TunnelError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.signaling.ice_parameters import IceParameters
-from tunnelpy.worker.contract import PASTE_WAIT, RendezvousSpec, Transport, WorkerReady
+from tunnelpy.worker.contract import ACCEPT_TIMEOUT, RendezvousSpec, Transport, WorkerReady
 from tunnelpy.worker.forwarding import wire
 from tunnelpy.worker.transport import iroh_transport
+from tunnelpy.worker.transport.ice import ICE_CONNECT_TIMEOUT as ICE_CONNECT_TIMEOUT  # the receivers' too
+from tunnelpy.worker.transport.ice import stun_address
 from tunnelpy.worker.transport.interface import Connection
 from tunnelpy.worker.transport.iroh_transport import iroh
 from tunnelpy.worker.transport.stun_probe import public_addresses
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
-ICE_CONNECT_TIMEOUT = 30.0  # once both sides run their checks
 PUNCH_ALPN = b"tunnel-py/punch"
 
 
@@ -42,14 +43,6 @@ class Rendezvous(Protocol):
     async def accept(self) -> Connection: ...
 
     async def close(self) -> None: ...
-
-
-def stun_address(net: NetOptions) -> tuple[str, int] | None:
-    """The first configured STUN server as (host, port); aioice uses one."""
-    if not net.stun_servers:
-        return None
-    host, _, port = net.stun_servers[0].rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 async def iroh_direct_addresses(endpoint: iroh.Endpoint, net: NetOptions) -> list[str]:
@@ -123,10 +116,14 @@ class IrohRendezvous:
 
 
 class IceRendezvous:
-    def __init__(self, net: NetOptions, peer: IceParameters) -> None:
+    """``accept_timeout``: how long the checks may take to succeed, from the spec (a copy-paste
+    receiver starts its checks once a person pasted our answer; a nostr receiver at once)."""
+
+    def __init__(self, net: NetOptions, peer: IceParameters, accept_timeout: float = ACCEPT_TIMEOUT) -> None:
         from tunnelpy.worker.transport.ice import IceAgent
 
         self._peer = peer
+        self._accept_timeout = accept_timeout
         self._agent = IceAgent(controlling=False, stun_server=stun_address(net), host_filter=net.ice_hosts)
         self._identity: ServerIdentity | None = None
 
@@ -141,16 +138,17 @@ class IceRendezvous:
     async def accept(self) -> Connection:
         from tunnelpy.worker.transport.quic.connect import connect_quic
 
-        # The receiver starts its checks only once a person pasted our answer.
-        await self._agent.connect(timeout=PASTE_WAIT)
+        await self._agent.connect(timeout=self._accept_timeout)
         return await connect_quic(self._agent, is_client=False, identity=self._identity)
 
     async def close(self) -> None:
         await self._agent.close()
 
 
-def make_rendezvous(spec: RendezvousSpec, net: NetOptions, receiver_id: str) -> Rendezvous:
+def make_rendezvous(
+    spec: RendezvousSpec, net: NetOptions, receiver_id: str, accept_timeout: float = ACCEPT_TIMEOUT
+) -> Rendezvous:
     if spec.transport is Transport.ICE:
         assert spec.ice_peer is not None, "an ICE worker needs the receiver's ICE parameters"
-        return IceRendezvous(net, spec.ice_peer)
+        return IceRendezvous(net, spec.ice_peer, accept_timeout)
     return IrohRendezvous(net, receiver_id, spec.punch)

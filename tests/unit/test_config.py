@@ -153,7 +153,7 @@ def test_unknown_key_is_named(tmp_path: Path) -> None:
 def test_key_of_another_mode_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "stun_servers: [stun.example.net:3478]\n")
     assert config_error("iroh", {}, path) == (
-        f"{path}: key 'stun_servers' does not apply to mode 'iroh' (only iroh-manual, custom-manual)"
+        f"{path}: key 'stun_servers' does not apply to mode 'iroh' (only iroh-manual, custom-manual, nostr)"
     )
 
 
@@ -427,7 +427,7 @@ def test_secret_file_is_read_stripped_and_masked(tmp_path: Path) -> None:
 # -- the receiver ------------------------------------------------------------------------------
 
 
-RECEIVER_CLI = {"node_id": KEY_A, "source": "tcp://127.0.0.1:22", "target": "127.0.0.1:2222"}
+RECEIVER_CLI = {"node_id": KEY_A, "source": "tcp://127.0.0.1:22", "listen": "127.0.0.1:2222"}
 
 
 def receiver(cli: dict, mode: str = "iroh") -> cfg.ReceiverConfig:
@@ -437,7 +437,7 @@ def receiver(cli: dict, mode: str = "iroh") -> cfg.ReceiverConfig:
 
 
 def test_receiver_config() -> None:
-    config = receiver(RECEIVER_CLI | {"source": "udp://[::1]:53", "target": "[::1]:5353"})
+    config = receiver(RECEIVER_CLI | {"source": "udp://[::1]:53", "listen": "[::1]:5353"})
     assert config == cfg.ReceiverConfig(
         mode="iroh",
         source=Source(Proto.UDP, "::1", 53),
@@ -448,7 +448,7 @@ def test_receiver_config() -> None:
     )
 
 
-@pytest.mark.parametrize(("key", "flag"), [("node_id", "--node-id"), ("source", "--source"), ("target", "--target")])
+@pytest.mark.parametrize(("key", "flag"), [("node_id", "--node-id"), ("source", "--source"), ("listen", "--listen")])
 @pytest.mark.parametrize("value", [None, ""])
 def test_receiver_required_flags(key: str, flag: str, value) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ConfigError) as info:
@@ -458,8 +458,8 @@ def test_receiver_required_flags(key: str, flag: str, value) -> None:  # type: i
 
 def test_receiver_target_must_be_an_ip() -> None:
     with pytest.raises(ConfigError) as info:
-        receiver(RECEIVER_CLI | {"target": "localhost:2222"})
-    assert str(info.value) == "--target 'localhost:2222': 'localhost' is not an IP address"
+        receiver(RECEIVER_CLI | {"listen": "localhost:2222"})
+    assert str(info.value) == "--listen 'localhost:2222': 'localhost' is not an IP address"
 
 
 def test_receiver_bad_source_names_the_flag() -> None:
@@ -475,13 +475,13 @@ def test_receiver_secret_file_is_masked(tmp_path: Path) -> None:
 
 
 def test_manual_receiver_needs_no_node_id_and_uses_default_stun() -> None:
-    config = receiver({"source": "tcp://127.0.0.1:22", "target": "127.0.0.1:2222", "node_id": KEY_A}, "custom-manual")
+    config = receiver({"source": "tcp://127.0.0.1:22", "listen": "127.0.0.1:2222", "node_id": KEY_A}, "custom-manual")
     assert config.node_id is None
     assert config.net.stun_servers == opts.DEFAULT_STUN_SERVERS
 
 
 def test_stun_options() -> None:
-    base = {"source": "tcp://127.0.0.1:22", "target": "127.0.0.1:2222"}
+    base = {"source": "tcp://127.0.0.1:22", "listen": "127.0.0.1:2222"}
     assert receiver(base | {"no_stun": True}, "custom-manual").net.stun_servers == ()
     assert receiver(base | {"stun_servers": ["[::1]:3478"]}, "custom-manual").net.stun_servers == ("[::1]:3478",)
     with pytest.raises(ConfigError, match=r"^--no-stun cannot be combined with --stun-server$"):
@@ -555,7 +555,7 @@ def test_numbers_outside_their_bounds_are_refused_from_flags_and_yaml(tmp_path: 
 def test_a_bare_endpoint_id_with_no_relay_asks_for_the_ticket() -> None:
     raw = RawValues(opts.RECEIVER_OPTIONS, "iroh")
     raw.update_from_cli(
-        {"node_id": "ab" * 32, "source": "tcp://127.0.0.1:22", "target": "127.0.0.1:2222", "no_relay": True}
+        {"node_id": "ab" * 32, "source": "tcp://127.0.0.1:22", "listen": "127.0.0.1:2222", "no_relay": True}
     )
     with pytest.raises(ConfigError, match=r"--node-id: with --no-relay .* pass the full ticket \(endpoint\.\.\.\)"):
         cfg.build_receiver_config(raw)

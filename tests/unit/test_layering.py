@@ -21,6 +21,7 @@ SANS_IO = [
     "signaling/session_wire.py",
     "signaling/manual_blocks.py",
     "signaling/ice_parameters.py",
+    "signaling/nostr_wire.py",
     "worker/contract.py",
     "worker/forwarding/wire.py",
     "worker/transport/quic/pmtud.py",

@@ -98,5 +98,5 @@ def test_yaml_listener_off_loopback_without_token_names_the_key(tmp_path: Path) 
 
 def test_receiver_quiet() -> None:
     raw = RawValues(opts.RECEIVER_OPTIONS, "iroh")
-    raw.update_from_cli({"source": "tcp://127.0.0.1:22", "target": "127.0.0.1:0", "node_id": "x", "quiet": True})
+    raw.update_from_cli({"source": "tcp://127.0.0.1:22", "listen": "127.0.0.1:0", "node_id": "x", "quiet": True})
     assert cfg.build_receiver_config(raw).quiet is True

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import nostr_sdk
 import pytest
-from structlog.testing import capture_logs
 
 from tunnelpy.common.errors import ConfigError, ExitCode
 from tunnelpy.signaling import nostr_keys
@@ -114,14 +113,18 @@ def test_missing_and_malformed_key_files_name_the_flag_and_path(tmp_path: Path) 
         nostr_keys.load_secret_key_file(tmp_path / "absent")
     bad = tmp_path / "bad"
     bad.write_text(NPUB + "\n")
+    bad.chmod(0o600)
     with pytest.raises(ConfigError, match="^" + re.escape(f"-n {bad}: this is a public key")):
         nostr_keys.show_npub(bad)
 
 
-def test_a_key_file_readable_by_others_loads_with_a_warning(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [0o640, 0o644, 0o604])
+def test_a_key_file_others_can_read_is_refused_in_one_line(tmp_path: Path, mode: int) -> None:
     path = tmp_path / "shared.nsec"
     path.write_text(NSEC)
-    os.chmod(path, 0o644)
-    with capture_logs() as logs:
-        assert nostr_keys.load_secret_key_file(path).public_key().to_hex() == PUBLIC_HEX
-    assert [e["mode"] for e in logs if e["event"] == "nostr.key_file_not_private"] == ["0o644"]
+    os.chmod(path, mode)
+    with pytest.raises(ConfigError) as info:
+        nostr_keys.load_secret_key_file(path)
+    text = str(info.value)
+    assert text.startswith(f"--nsec-file {path}: mode {mode:04o} lets others read it") and "\n" not in text
+    assert f"chmod 600 {path}" in text and NSEC not in text

@@ -1,7 +1,7 @@
 """The iroh-mode receiver: asks the sender for a session, then serves the tunnel on a local address.
 
 Lifecycle: request a session at the sender's front door (a rejection becomes its exit code),
-connect to the session's worker, listen on ``--target``
+connect to the session's worker, listen on ``--listen``
 (:func:`~tunnelpy.worker.receiver.tunnel.serve_tunnel`), and run until the worker connection
 ends or a signal arrives.
 """

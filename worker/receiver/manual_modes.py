@@ -5,7 +5,7 @@
 * iroh-manual: an offline iroh endpoint (relays off); the offer carries its EndpointId and
   direct addresses (plus the STUN-seen public address when STUN is on).
 
-Both then serve ``--target`` with the same data plane as iroh mode (:func:`serve_tunnel`).
+Both then serve ``--listen`` with the same data plane as iroh mode (:func:`serve_tunnel`).
 """
 
 from __future__ import annotations

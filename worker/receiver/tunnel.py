@@ -1,8 +1,8 @@
 """The receiver's local side and its lifecycle, shared by every mode.
 
-:class:`LocalSide` holds ``--target`` for the receiver's whole life and carries local traffic
+:class:`LocalSide` holds ``--listen`` for the receiver's whole life and carries local traffic
 over whichever connection is live (the worker's peer, the same data plane as the worker:
-:mod:`~tunnelpy.worker.forwarding`). :func:`run_until_stopped` binds ``--target`` first, runs a
+:mod:`~tunnelpy.worker.forwarding`). :func:`run_until_stopped` binds ``--listen`` first, runs a
 mode's session and, where the mode can (``reconnect``), re-establishes a lost session with
 backoff while the listener stays up: local connections made meanwhile wait
 :data:`CONNECT_WAIT` seconds and are then reset.
@@ -41,7 +41,7 @@ def first_leaf(exc: BaseException) -> BaseException:
 
 
 def bind_target(cfg: ReceiverConfig) -> socket.socket:
-    """Bind ``--target`` before asking for a session: a port in use is the user's mistake, told
+    """Bind ``--listen`` before asking for a session: a port in use is the user's mistake, told
     in one line (exit 2), and no sender spawns a worker for a receiver that cannot serve."""
     host, port = cfg.target
     udp = cfg.source.proto is Proto.UDP
@@ -56,7 +56,7 @@ def bind_target(cfg: ReceiverConfig) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(
-            f"--target {host}:{port}: cannot listen there ({exc.strerror}); choose a free port on a local address"
+            f"--listen {host}:{port}: cannot listen there ({exc.strerror}); choose a free port on a local address"
         ) from exc
     return sock
 
@@ -147,7 +147,7 @@ Session = Callable[[LocalSide], Coroutine[Any, Any, None]]
 
 
 async def run_until_stopped(cfg: ReceiverConfig, session: Session, *, reconnect: bool = False) -> ExitCode:
-    """Bind ``--target``, then run a mode's ``session`` on the local side until it fails or
+    """Bind ``--listen``, then run a mode's ``session`` on the local side until it fails or
     SIGTERM/SIGINT arrives (exit 0, at any stage: even while waiting for a pasted answer).
 
     With ``reconnect``, once a session has been up, losing it starts a new one with backoff

@@ -33,15 +33,26 @@ import aioice
 import aioice.ice
 import ifaddr
 
+from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import ConfigError, ConnectFailed, ProtocolError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.signaling.ice_parameters import IceParameters
 
 log = get_logger(__name__)
 
+ICE_CONNECT_TIMEOUT = 30.0  # once both sides run their checks
+
 STUN_MAX_FIRST_BYTE = 3  # RFC 7983/9443: 0-3 is STUN; the rest goes to the consumer (QUIC)
 EARLY_PACKETS = 64  # QUIC packets kept per socket until the consumer attaches
 _ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")
+
+
+def stun_address(net: NetOptions) -> tuple[str, int] | None:
+    """The first configured STUN server as (host, port); aioice uses one."""
+    if not net.stun_servers:
+        return None
+    host, _, port = net.stun_servers[0].rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def _check_aioice_version() -> None:
