@@ -43,6 +43,41 @@ class Refused:
 
 
 @dataclass(slots=True)
+class BootGuard:
+    """The flapping guard: workers that fail at start again and again must not make the sender
+    spawn one per request forever. After ``limit`` failures in a row the sender refuses new
+    sessions for ``cooldown`` seconds (then tries again); one success resets the count."""
+
+    limit: int = 5
+    cooldown: float = 30.0
+    failures: int = 0
+    last_error: str = ""
+    _until: float = 0.0
+
+    def failed(self, error: str, now: float) -> bool:
+        """Record a failed start; True when this one starts a cool-down (log it once)."""
+        self.failures += 1
+        self.last_error = error
+        if self.failures >= self.limit and now >= self._until:
+            self._until = now + self.cooldown
+            return True
+        return False
+
+    def succeeded(self) -> None:
+        self.failures = 0
+        self._until = 0.0
+
+    def check(self, now: float) -> Refused | None:
+        if now < self._until:
+            return Refused(
+                Refusal.INTERNAL,
+                f"the sender's workers keep failing at start ({self.failures} in a row, last: {self.last_error}); "
+                f"it pauses new sessions for {self._until - now:.0f} s",
+            )
+        return None
+
+
+@dataclass(slots=True)
 class Admission:
     """Driven by the session service (``admit``/``release``) and the arbiter (``draining``)."""
 
@@ -55,6 +90,7 @@ class Admission:
     draining: bool = False
     _active: dict[str, str] = field(default_factory=dict)  # session_id -> receiver_id
     _pending: set[str] = field(default_factory=set)
+    boots: BootGuard = field(default_factory=lambda: BootGuard())
     _recent: dict[str, deque[float]] = field(default_factory=dict)
 
     def authorize(self, receiver_id: str) -> Refused | None:
@@ -80,6 +116,8 @@ class Admission:
             return refused
         if self.draining:
             return Refused(Refusal.DRAINING, "the sender is shutting down; try again later")
+        if refused := self.boots.check(now):
+            return refused
         addresses: tuple[str, ...] = ()
         if source is not None:
             checked = self.check_source(*source)

@@ -146,10 +146,15 @@ class SessionService:
             async with asyncio.timeout(READY_TIMEOUT):
                 ready = await record.ready
         except (TimeoutError, ProtocolError) as exc:
-            log.error("session.worker_not_ready", session_id=session_id, error=str(exc) or "timeout")
+            error = str(exc) or "not ready in time"
+            log.error("session.worker_not_ready", session_id=session_id, error=error)
             self.pool.terminate(record, "not ready")
             self.counters.session_refused(Refusal.INTERNAL)
+            boots = self.admission.boots
+            if boots.failed(error, time.monotonic()):  # logged once per pause, not per request
+                log.error("supervisor.flapping", failures=boots.failures, pause_s=boots.cooldown, error=error)
             return Refused(Refusal.INTERNAL, "the sender's worker failed to start")
+        self.admission.boots.succeeded()
         self.counters.session_ready(time.monotonic() - requested)
         log.info(
             "session.opened",

@@ -141,3 +141,34 @@ def test_a_restarted_receiver_replaces_its_ghost_at_once(work):
             assert await third.wait() == ExitCode.AT_CAPACITY  # the slot is the second's, not free
 
     run(main(), timeout=120)
+
+
+def test_crash_drill_ten_sessions_one_worker_killed(work, any_receiver):
+    """10 sessions transferring; SIGKILL one worker: the other 9 finish intact, the slot is
+    free at once, and the tenth receiver reconnects by itself and transfers again."""
+
+    async def main() -> None:
+        async with EchoService() as echo, Cluster(work) as cluster:
+            sender, ticket = await cluster.sender(*any_receiver)
+            source = f"tcp://127.0.0.1:{echo.tcp_port}"
+            receivers = [await cluster.receiver(ticket, source, name=f"r{n}") for n in range(10)]
+            assert all(addr for _, addr in receivers)
+            workers = worker_pids(sender)
+            assert len(workers) == 10
+            victim_session, victim = next(iter(workers.items()))
+            (victim_receiver, victim_addr), *rest = sorted(
+                receivers, key=lambda pair: not pair[0].find("receiver.session_accepted", session_id=victim_session)
+            )
+            transfers = [asyncio.create_task(echo_ok(addr, 4 * 1024 * 1024)) for _, addr in rest]  # type: ignore[arg-type]
+            killed_at = datetime.now(UTC)
+            os.kill(victim, signal.SIGKILL)
+            reaped = await sender.wait_event("worker.reaped", session_id=victim_session)
+            await asyncio.gather(*transfers)  # the other nine, byte for byte
+            back = await victim_receiver.wait_event("receiver.reconnected", timeout=90)
+            await echo_ok(victim_addr)  # type: ignore[arg-type]
+            print(
+                f"drill: slot free {(at(reaped) - killed_at).total_seconds():.2f} s after SIGKILL, "
+                f"receiver back {(at(back) - killed_at).total_seconds():.1f} s after"
+            )
+
+    run(main(), timeout=200)

@@ -203,3 +203,17 @@ def test_pending_sessions_are_capped_until_their_receivers_connect() -> None:
     admission.release("b")  # a pending session that ends frees its pending place too
     assert isinstance(admission.admit("d", "id-d", now=0.0), Admitted)
     assert admission.active == 3
+
+
+def test_workers_failing_at_start_pause_admissions_then_one_success_resets() -> None:
+    admission = Admission(max_sessions=100, per_receiver_burst=100)
+    boots = admission.boots
+    assert [boots.failed("exit code 1", now=float(n)) for n in range(5)] == [False] * 4 + [True]
+    refused = admission.admit("a", "r", now=5.0)
+    assert isinstance(refused, Refused) and refused.reason is RejectReason.INTERNAL
+    assert "keep failing at start (5 in a row, last: exit code 1)" in refused.message
+    assert not boots.failed("again", now=6.0)  # already paused: not logged again
+    assert isinstance(admission.admit("a", "r", now=33.9), Refused)  # paused from t=4 for 30 s
+    assert isinstance(admission.admit("a", "r", now=34.1), Admitted)  # the pause is over: try again
+    boots.succeeded()
+    assert boots.failures == 0 and boots.check(now=35.2) is None
