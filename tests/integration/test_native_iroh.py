@@ -552,6 +552,36 @@ FORK_CHILD = textwrap.dedent(
 )
 
 
+EXIT_WITH_PENDING = textwrap.dedent(
+    """
+    import asyncio
+    from tunnelpy.worker import _native as native
+
+    async def main():
+        a = await native.Endpoint.bind(native.EndpointOptions(offline=True, alpns=[b"t"]))
+        b = await native.Endpoint.bind(native.EndpointOptions(offline=True))
+        accepting = asyncio.ensure_future(a.accept())
+        conn = await b.connect(a.ticket(), b"t", 10.0)
+        peer = await accepting
+        pending = [asyncio.ensure_future(peer.accept_bi()), asyncio.ensure_future(conn.recv_datagram())]
+        await asyncio.sleep(0)
+        pending[0].cancel()  # one cancelled, one left pending: both resolve on runtime threads
+        asyncio.ensure_future(a.accept())
+
+    asyncio.run(main())
+    print("ok")
+    """
+)
+
+
+def test_exit_with_pending_awaitables_is_clean() -> None:
+    # A future resolved from a runtime thread while the interpreter finalizes used to abort
+    # the process; the module's atexit hook parks them. Several runs: it was a race.
+    for _ in range(5):
+        out = subprocess.run([sys.executable, "-c", EXIT_WITH_PENDING], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stderr[-2000:])
+
+
 def test_fork_after_import_before_any_endpoint() -> None:
     out = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True, timeout=90)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -11,7 +11,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -78,6 +78,65 @@ fn config(msg: impl Into<String>) -> PyErr {
 
 static RUNTIME_PID: OnceLock<u32> = OnceLock::new();
 static WORKER_THREADS: AtomicU32 = AtomicU32::new(2);
+/// Set by an `atexit` hook: from then on no future may complete into Python.
+static EXITING: AtomicBool = AtomicBool::new(false);
+static EXIT_NOTIFY: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Futures handed to Python that have neither finished, been dropped nor been parked.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+struct Flight;
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Registered with `atexit`. pyo3-async-runtimes resolves (or acknowledges the
+/// cancellation of) each awaitable from a runtime thread that takes the GIL; doing that
+/// while the interpreter finalizes aborts the process ("PyGILState_Release ...
+/// finalizing", or a segfault). So: park every future that has not finished yet, then
+/// release the GIL briefly so that the resolutions already queued run while Python is
+/// still whole. Parked futures' threads end with the process.
+#[pyfunction]
+fn _at_exit(py: Python<'_>) {
+    EXITING.store(true, Ordering::SeqCst);
+    EXIT_NOTIFY.notify_waiters();
+    if RUNTIME_PID.get() != Some(&std::process::id()) {
+        return; // no runtime here (or only a parent's, before a fork)
+    }
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + Duration::from_millis(500);
+        while IN_FLIGHT.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    });
+}
+
+/// `fut`, unless the interpreter starts exiting first: then it never completes.
+async fn unless_exiting<T>(fut: impl std::future::Future<Output = T>, flight: Flight) -> T {
+    let exiting = async {
+        loop {
+            let notified = EXIT_NOTIFY.notified();
+            if EXITING.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    };
+    let out = tokio::select! {
+        out = fut => Some(out),
+        () = exiting => None,
+    };
+    match out {
+        Some(out) if !EXITING.load(Ordering::SeqCst) => out, // `flight` drops on return
+        _ => {
+            drop(flight);
+            std::future::pending().await
+        }
+    }
+}
 
 /// The per-process runtime, configured here and built by pyo3-async-runtimes on first use.
 fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
@@ -107,7 +166,9 @@ where
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
     runtime()?;
-    pyo3_async_runtimes::tokio::future_into_py(py, fut)
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    let flight = Flight;
+    pyo3_async_runtimes::tokio::future_into_py(py, unless_exiting(fut, flight))
 }
 
 /// Worker threads of the runtime (1 to 4; default 2). Only before the first native call.
@@ -675,6 +736,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<BiStream>()?;
     m.add_function(wrap_pyfunction!(set_worker_threads, m)?)?;
     m.add_function(wrap_pyfunction!(runtime_started, m)?)?;
+    let at_exit = wrap_pyfunction!(_at_exit, m)?;
+    py.import("atexit")?.call_method1("register", (at_exit,))?;
     m.add("NativeError", py.get_type::<NativeError>())?;
     m.add("NativeConfigError", py.get_type::<NativeConfigError>())?;
     m.add("NativeConnectFailed", py.get_type::<NativeConnectFailed>())?;
