@@ -48,8 +48,8 @@ impl Endpoint {
         self.inner.bound_sockets()
     }
 
-    /// Waits until a home relay is connected (returns at once with relays disabled? no:
-    /// callers bound it with a timeout).
+    /// Waits until a home relay is connected; with relays disabled it never returns, so
+    /// callers bound it with a timeout.
     pub async fn online(&self) {
         self.inner.online().await
     }

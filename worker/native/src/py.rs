@@ -145,6 +145,9 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         builder
             .worker_threads(WORKER_THREADS.load(Ordering::Relaxed) as usize)
+            // pyo3-async-runtimes resolves each awaitable from a blocking-pool thread that
+            // takes the GIL: more than a few such threads only queue on the GIL.
+            .max_blocking_threads(4)
             .thread_name("tunnelpy-native")
             .enable_all();
         pyo3_async_runtimes::tokio::init(builder);
