@@ -21,8 +21,9 @@ async fn one_stream_mb_per_s() {
     .await
     .unwrap();
     let client = Endpoint::bind(&EndpointOptions::offline()).await.unwrap();
+    let ticket = server.ticket();
     let (c, s) = tokio::join!(
-        client.connect(&server.ticket(), ALPN, Duration::from_secs(10)),
+        client.connect(&ticket, ALPN, Duration::from_secs(10)),
         server.accept()
     );
     let (c, s) = (c.unwrap(), s.unwrap());
