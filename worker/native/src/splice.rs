@@ -134,9 +134,9 @@ async fn stream_to_tcp(
     loop {
         match recv.read(&mut buf).await {
             Ok(Some(n)) => {
-                wr.write_all(&buf[..n]).await.map_err(|e| {
-                    Error::StreamReset(format!("local TCP socket failed: {e}"))
-                })?;
+                wr.write_all(&buf[..n])
+                    .await
+                    .map_err(|e| Error::StreamReset(format!("local TCP socket failed: {e}")))?;
                 total += n as u64;
                 counters.add_received(n);
             }
