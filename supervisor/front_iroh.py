@@ -28,7 +28,7 @@ from tunnelpy.worker.transport import iroh_transport
 log = get_logger(__name__)
 
 LINGER_TIMEOUT = 5.0
-UNAUTHENTICATED_TIMEOUT = 5.0  # connect to a request read (an unknown identity's whole visit)
+UNAUTHENTICATED_TIMEOUT = 10.0  # connect to a request read (an unknown identity's whole visit)
 
 
 async def _address_of(incoming: iroh_transport.iroh.Incoming) -> str:

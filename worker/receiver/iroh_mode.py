@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from tunnelpy.common.config import ReceiverConfig
-from tunnelpy.common.errors import ConnectFailed, ConnectionLost, ExitCode
+from tunnelpy.common.errors import ConnectFailed, ConnectionLost, ExitCode, StreamReset
 from tunnelpy.common.logs import get_logger
 from tunnelpy.signaling import front_door
 from tunnelpy.signaling import session_wire as sw
@@ -33,7 +33,7 @@ async def request_session(
             return await front_door.request_session(await front.open_stream(), source, replaces=replaces)
     except TimeoutError as exc:
         raise ConnectFailed(f"the sender did not answer the session request within {timeout:.0f} s") from exc
-    except ConnectionLost as exc:
+    except (ConnectionLost, StreamReset) as exc:
         raise ConnectFailed(f"the sender closed the connection during the session request ({exc})") from exc
     finally:
         front.close(0, "done")
