@@ -86,7 +86,18 @@ def build_parser(bench_options: bool = True) -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="show a running supervisor's sessions")
     status.add_argument("--control", help=f"the supervisor's control socket (default: {cfgmod.default_control_path()})")
-    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    status.add_argument("--json", action="store_true", help="print the raw status as JSON (with its load)")
+    probe = status.add_mutually_exclusive_group()
+    probe.add_argument(
+        "--check",
+        dest="probe",
+        action="store_const",
+        const="ready",
+        help="health probe: one line; exit 0 if the sender is online and not draining, 7 draining, 10 no answer",
+    )
+    probe.add_argument(
+        "--alive", dest="probe", action="store_const", const="alive", help="health probe: exit 0 if it answers at all"
+    )
 
     demo = sub.add_parser(
         "demo",
@@ -230,7 +241,8 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         from tunnelpy.cli.status import show_status
 
-        return show_status(Path(args.control) if args.control else cfgmod.default_control_path(), args.json)
+        control = Path(args.control) if args.control else cfgmod.default_control_path()
+        return show_status(control, args.json, args.probe)
     if args.command == "bench":
         from tunnelpy.bench.run import run_bench
 

@@ -1,4 +1,8 @@
-"""``tunnel-py status``: ask a running supervisor for its sessions and print them."""
+"""``tunnel-py status``: ask a running supervisor for its sessions and print them.
+
+``--check`` and ``--alive`` are for health probes (a container's HEALTHCHECK, Kubernetes'
+readiness and liveness): one line, and an exit code instead of the table.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import orjson
 import zmq
 import zmq.asyncio
 
-from tunnelpy.common.errors import ConnectFailed
+from tunnelpy.common.errors import ConnectFailed, ExitCode
 from tunnelpy.supervisor import control_wire as cw
 
 STATUS_TIMEOUT = 3.0
@@ -53,11 +57,35 @@ def _totals_line(t: dict) -> str:  # type: ignore[type-arg]
     )
 
 
+def load_of(reply: cw.StatusReply) -> dict:  # type: ignore[type-arg]
+    """How busy the sender is, for an operator or a script spreading receivers over senders.
+
+    ``limit`` and ``free`` are None when the sender has no limit (nostr ``--max-sessions 0``);
+    ``accepting`` is False while it starts, drains or is full.
+    """
+    sessions, limit = len(reply.sessions), reply.max_sessions or None
+    free = None if limit is None else max(limit - sessions, 0)
+    online = bool(reply.endpoint_id)
+    return {
+        "sessions": sessions,
+        "limit": limit,
+        "free": free,
+        "draining": reply.draining,
+        "online": online,
+        "accepting": online and not reply.draining and free != 0,
+    }
+
+
+def _load_text(reply: cw.StatusReply) -> str:
+    load = load_of(reply)
+    limit = "unlimited" if load["limit"] is None else load["limit"]
+    free = "" if load["free"] is None else f" ({load['free']} free)"
+    state = "DRAINING" if load["draining"] else "accepting" if load["accepting"] else "not accepting"
+    return f"sessions {load['sessions']}/{limit}{free}  {state}"
+
+
 def render(reply: cw.StatusReply) -> str:
-    lines = [
-        f"mode {reply.mode}  endpoint {reply.endpoint_id}  sessions {len(reply.sessions)}/{reply.max_sessions}"
-        + ("  DRAINING" if reply.draining else ""),
-    ]
+    lines = [f"mode {reply.mode}  endpoint {reply.endpoint_id or '(starting)'}  {_load_text(reply)}"]
     if reply.totals:
         lines.append(_totals_line(reply.totals))
     if reply.sessions:
@@ -75,10 +103,29 @@ def render(reply: cw.StatusReply) -> str:
     return "\n".join(lines)
 
 
-def show_status(path: Path, as_json: bool) -> int:
-    reply = asyncio.run(fetch_status(path))
+def show_status(path: Path, as_json: bool, probe: str | None = None) -> int:
+    """Print the status (``--json``: the control reply plus ``load``); with ``probe`` print one
+    line and exit 0 if the supervisor is ``alive`` (answers) or ``ready`` (online, not draining)."""
+    reply = asyncio.run(fetch_status(path))  # no answer: ConnectFailed, exit 10
+    if probe is not None:
+        return health(reply, probe)
     if as_json:
-        print(orjson.dumps(dataclasses.asdict(reply), option=orjson.OPT_INDENT_2).decode())
+        print(orjson.dumps(dataclasses.asdict(reply) | {"load": load_of(reply)}, option=orjson.OPT_INDENT_2).decode())
     else:
         print(render(reply))
     return 0
+
+
+def health(reply: cw.StatusReply, probe: str) -> int:
+    """``alive``: it answered, exit 0. ``ready``: 0 once the front door is online, 7 while it
+    drains, 10 while it starts. A full sender stays ready (it is healthy, just busy)."""
+    endpoint = reply.endpoint_id or "(starting)"
+    if probe == "alive":
+        code = ExitCode.OK
+    elif reply.draining:
+        code = ExitCode.DRAINING
+    else:
+        code = ExitCode.OK if reply.endpoint_id else ExitCode.CONNECT_FAILED
+    verdict = {ExitCode.OK: probe, ExitCode.DRAINING: "draining", ExitCode.CONNECT_FAILED: "starting"}[code]
+    print(f"{verdict}: {reply.mode} endpoint {endpoint}  {_load_text(reply)}")
+    return int(code)

@@ -27,6 +27,8 @@ from tunnelpy.common.options import DEFAULT_STUN_SERVERS, default_of
 from tunnelpy.common.options_nostr import DEFAULT_NOSTR_RELAYS, NSEC_ENV
 from tunnelpy.common.private_files import read_secret, read_trusted
 
+NODE_ORDERS = ("order", "random")  # how a receiver goes through its senders (``node_order``)
+
 
 class Secret(str):
     """A string that never shows itself in a repr or a log line."""
@@ -108,15 +110,16 @@ class SenderConfig:
 class ReceiverConfig:
     """What a receiver runs on; built by :func:`build_receiver_config` from its flags.
 
-    It asks the sender (``node_id`` in iroh mode) for ``source`` and listens on ``target``
-    (the ``listen`` key).
+    It asks a sender (``node_ids`` in iroh mode: the ``node_id`` key, one or several, tried as
+    ``node_order`` says) for ``source`` and listens on ``target`` (the ``listen`` key).
     """
 
     mode: str
     source: Source
     target: tuple[str, int]
     net: NetOptions
-    node_id: str | None = field(default=default_of("node_id"))
+    node_ids: tuple[str, ...] = ()  # iroh mode: the senders, EndpointIds or tickets
+    node_order: str = field(default=default_of("node_order"))  # "order" or "random"
     secret: Secret | None = None  # read from ``secret_file``
     no_reconnect: bool = field(default=default_of("no_reconnect"))
     reconnect_max: float = field(default=default_of("reconnect_max"))
@@ -314,7 +317,10 @@ def build_receiver_config(raw: RawValues) -> ReceiverConfig:
         if not raw.get(key):
             raise ConfigError(f"{raw.origin[key]} is required")
     net = _net_options(raw)
-    if iroh and net.no_relay and not raw.get("node_id").strip().startswith("endpoint"):
+    node_ids = tuple(n.strip() for n in raw.get("node_id") or ()) if iroh else ()
+    if not all(node_ids):
+        raise ConfigError(f"{raw.origin['node_id']}: an empty sender; give an EndpointId or a ticket")
+    if net.no_relay and not all(n.startswith("endpoint") for n in node_ids):
         raise ConfigError(
             f"{raw.origin['node_id']}: with --no-relay nothing can look up a bare EndpointId; "
             "pass the full ticket (endpoint...) the sender wrote to its --ticket-file"
@@ -324,7 +330,8 @@ def build_receiver_config(raw: RawValues) -> ReceiverConfig:
         source=parse_source(raw.get("source")),
         target=parse_socket_addr(raw.get("listen"), what=raw.origin["listen"]),
         net=net,
-        node_id=raw.get("node_id") if iroh else None,
+        node_ids=node_ids,
+        node_order=_choice(raw, "node_order", NODE_ORDERS) if iroh else default_of("node_order"),
         secret=_read_secret(raw) if iroh else None,
         no_reconnect=bool(raw.get("no_reconnect")) if "no_reconnect" in raw.values else True,
         reconnect_max=_bounded(raw, "reconnect_max") if "reconnect_max" in raw.values else default_of("reconnect_max"),

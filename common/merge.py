@@ -82,6 +82,8 @@ class RawValues:
         if value is None or key not in self._options:
             return None
         kind = self._options[key].kind
+        if kind == "list" and self._options[key].scalar_ok and isinstance(value, str):
+            value = [value] if value.strip() else []
         what, check = _KINDS[kind]
         if not check(value):
             raise ConfigError(f"{self.origin[key]}: expected {what}, got {value!r}")

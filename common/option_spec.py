@@ -34,6 +34,7 @@ class Option:
     bounds: tuple[float, float] | None = None
     aliases: tuple[str, ...] = ()  # more flags for the same key (``--target`` and ``-t`` for ``--listen``)
     key_aliases: tuple[str, ...] = ()  # more YAML keys for the same key (``target`` for ``listen``)
+    scalar_ok: bool = False  # a "list" key whose YAML value may also be one string (``node_id: ID``)
 
     @property
     def help_text(self) -> str:

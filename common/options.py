@@ -243,8 +243,20 @@ RECEIVER_OPTIONS: tuple[Option, ...] = (
     Option(
         "node_id",
         "--node-id",
-        "the sender's EndpointId, or a full endpoint ticket carrying its addresses",
+        "the sender's EndpointId, or a full endpoint ticket carrying its addresses (repeatable: "
+        "several senders, tried in turn; a lost session reconnects through the next one; YAML: one or a list)",
+        kind="list",
         metavar="ID_OR_TICKET",
+        modes=_IROH_ONLY,
+        scalar_ok=True,
+    ),
+    Option(
+        "node_order",
+        "--node-order",
+        "with several --node-id: try them in the order given, or in an order drawn at random once (random "
+        "spreads many receivers over the senders)",
+        default="order",
+        metavar="order|random",
         modes=_IROH_ONLY,
     ),
     Option("source", "--source", "service on the sender's side: tcp://HOST:PORT or udp://HOST:PORT", metavar="URL"),

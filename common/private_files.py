@@ -7,7 +7,10 @@ Policy (README "Secrets and runtime files"):
   opened), fsynced and renamed over the target: never readable by others, never half-written.
 * A secret we read (``--secret-file``, ``--nsec-file``, token files) must be a regular file
   (not a symlink) that neither the group nor others can read or write, and not empty; anything
-  else is refused with a one-line error saying what to run (``chmod 600 FILE``).
+  else is refused with a one-line error saying what to run (``chmod 600 FILE``). A POSIX ACL
+  that grants read access to us alone also passes (:func:`acl_private`): systemd hands
+  ``LoadCredential=`` files over that way (0400 root's, plus ``user:US:r``), and ``stat`` then
+  shows the ACL mask in the group bits (0440) although no group can read the file.
 * A file that decides who may connect (``--authorized-keys``) may be readable by all but not
   writable by anyone but its owner.
 * A private folder (the supervisor's run folder, the default control folder) is created
@@ -71,10 +74,53 @@ def _read_fd(fd: int) -> str:
         return fh.read()
 
 
+# POSIX ACLs as Linux stores them in the ``system.posix_acl_access`` xattr: a little-endian u32
+# version, then 8-byte entries (u16 tag, u16 permission bits, u32 uid/gid). acl(5), acl_ea.h.
+_ACL_XATTR = "system.posix_acl_access"
+_ACL_VERSION = 2
+_ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP, _ACL_MASK, _ACL_OTHER = 0x02, 0x04, 0x08, 0x10, 0x20
+
+
+def acl_private(blob: bytes, uid: int) -> bool:
+    """True if the access ACL ``blob`` lets nobody but its owner and ``uid`` read or write.
+
+    Sans-IO (the caller reads the xattr). A named-user entry for ``uid`` may grant anything;
+    the owning group, named groups, other users and others must have no permission, after
+    the mask. A blob we cannot parse is not private.
+    """
+    if len(blob) < 4 or (len(blob) - 4) % 8 or int.from_bytes(blob[:4], "little") != _ACL_VERSION:
+        return False
+    entries = [
+        (int.from_bytes(blob[i : i + 2], "little"), int.from_bytes(blob[i + 2 : i + 4], "little"), blob[i + 4 : i + 8])
+        for i in range(4, len(blob), 8)
+    ]
+    mask = next((perm for tag, perm, _ in entries if tag == _ACL_MASK), 0o7)
+    for tag, perm, qualifier in entries:
+        if tag == _ACL_USER and int.from_bytes(qualifier, "little") == uid:
+            continue
+        if tag in (_ACL_USER, _ACL_GROUP_OBJ, _ACL_GROUP) and perm & mask:
+            return False
+        if tag == _ACL_OTHER and perm:
+            return False
+    return True
+
+
+def _others_excluded(fd: int, st: os.stat_result) -> bool:
+    """No group/other permission bits, or bits that are only an ACL mask for us (see module doc)."""
+    if not st.st_mode & 0o077:
+        return True
+    if st.st_mode & 0o007 or st.st_uid not in (0, os.getuid()):  # an ACL'd file of a third user is theirs to read
+        return False
+    try:
+        return acl_private(os.getxattr(fd, _ACL_XATTR), os.getuid())
+    except OSError:  # no ACL (ENODATA) or none supported: the group bits are real
+        return False
+
+
 def read_secret(path: Path, what: str, hint: str = "") -> str:
     """The stripped content of a secret file that only its owner can read; ``hint`` says how to make one."""
     fd, st = _open_regular(path, what, hint)
-    if st.st_mode & 0o077:
+    if not _others_excluded(fd, st):
         os.close(fd)
         raise ConfigError(
             f"{what} {path}: mode {stat.S_IMODE(st.st_mode):04o} lets others read it; "

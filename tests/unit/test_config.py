@@ -443,7 +443,7 @@ def test_receiver_config() -> None:
         source=Source(Proto.UDP, "::1", 53),
         target=("::1", 5353),
         net=cfg.NetOptions(),
-        node_id=KEY_A,
+        node_ids=(KEY_A,),
         secret=None,
     )
 
@@ -476,7 +476,7 @@ def test_receiver_secret_file_is_masked(tmp_path: Path) -> None:
 
 def test_manual_receiver_needs_no_node_id_and_uses_default_stun() -> None:
     config = receiver({"source": "tcp://127.0.0.1:22", "listen": "127.0.0.1:2222", "node_id": KEY_A}, "custom-manual")
-    assert config.node_id is None
+    assert config.node_ids == ()
     assert config.net.stun_servers == opts.DEFAULT_STUN_SERVERS
 
 

@@ -30,6 +30,7 @@ SANS_IO = [
     "supervisor/throttle.py",
     "signaling/nostr_wire.py",
     "supervisor/control_wire.py",
+    "worker/receiver/senders.py",
 ]
 IO_MODULES = {"asyncio", "socket", "zmq", "selectors", "uvloop", "iroh", "aioice", "aioquic", "subprocess"}
 MAX_LINES = 400

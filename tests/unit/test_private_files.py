@@ -13,6 +13,7 @@ import pytest
 from tunnelpy.common.errors import ConfigError
 from tunnelpy.common.private_files import (
     RUNDIR_PREFIX,
+    acl_private,
     make_rundir,
     private_dir,
     read_secret,
@@ -146,3 +147,68 @@ def test_a_named_folder_may_be_readable_but_not_writable_by_others(tmp_path: Pat
     folder.chmod(0o775)
     with pytest.raises(ConfigError, match="the folder is open to others"):
         private_dir(folder, "--control", readable=True)
+
+
+# -- systemd credentials: 0400 root's plus an ACL entry for the service's user ----------------
+
+
+def acl_blob(*entries: tuple[int, int, int]) -> bytes:
+    """A ``system.posix_acl_access`` value: version 2, then (tag, permission, id) entries."""
+    body = b"".join(
+        tag.to_bytes(2, "little") + perm.to_bytes(2, "little") + ident.to_bytes(4, "little")
+        for tag, perm, ident in entries
+    )
+    return (2).to_bytes(4, "little") + body
+
+
+USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+NOBODY = 0xFFFFFFFF  # the "no id" of the owner/group/other/mask entries
+
+
+def credential_acl(uid: int, *, group: int = 0, other: int = 0, named_group: int | None = None) -> bytes:
+    """What systemd's write_credential leaves: owner r, the service user r, mask r."""
+    entries = [(USER_OBJ, 4, NOBODY), (USER, 4, uid), (GROUP_OBJ, group, NOBODY)]
+    if named_group is not None:
+        entries.append((GROUP, 4, named_group))
+    return acl_blob(*entries, (MASK, 4, NOBODY), (OTHER, other, NOBODY))
+
+
+def test_an_acl_for_us_alone_is_private() -> None:
+    assert acl_private(credential_acl(1234), 1234)
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        credential_acl(4321),  # read access for another user
+        credential_acl(1234, group=4),  # the owning group reads it
+        credential_acl(1234, named_group=50),  # a named group reads it
+        credential_acl(1234, other=4),
+        b"\x02\x00\x00\x00\x01",  # truncated
+        acl_blob((USER, 4, 1234))[:4].replace(b"\x02", b"\x07") + acl_blob((USER, 4, 1234))[4:],  # version 7
+    ],
+)
+def test_an_acl_that_lets_others_in_is_not_private(blob: bytes) -> None:
+    assert not acl_private(blob, 1234)
+
+
+def test_a_masked_out_entry_grants_nothing() -> None:
+    entries = [(USER_OBJ, 4, NOBODY), (USER, 4, 4321), (GROUP_OBJ, 0, NOBODY), (MASK, 0, NOBODY), (OTHER, 0, NOBODY)]
+    blob = acl_blob(*entries)
+    assert acl_private(blob, 1234)
+
+
+def test_read_secret_accepts_a_systemd_credential_and_refuses_a_shared_one(tmp_path: Path) -> None:
+    """A real ACL on disk: the mode then reads 0440, as systemd's credentials do."""
+    key = tmp_path / "sender.key"
+    key.write_text("c2VjcmV0\n")
+    key.chmod(0o400)
+    try:
+        os.setxattr(key, "system.posix_acl_access", credential_acl(os.getuid()))
+    except OSError as exc:
+        pytest.skip(f"no POSIX ACLs on {tmp_path} ({exc.strerror})")
+    assert mode(key) == 0o440
+    assert read_secret(key, "--secret-file") == "c2VjcmV0"
+    os.setxattr(key, "system.posix_acl_access", credential_acl(os.getuid(), named_group=50))
+    with pytest.raises(ConfigError, match="lets others read it"):
+        read_secret(key, "--secret-file")

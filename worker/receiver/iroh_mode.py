@@ -3,7 +3,9 @@
 Lifecycle: request a session at the sender's front door (a rejection becomes its exit code),
 connect to the session's worker, listen on ``--listen``
 (:func:`~tunnelpy.worker.receiver.tunnel.serve_tunnel`), and run until the worker connection
-ends or a signal arrives.
+ends or a signal arrives. With several senders (``--node-id`` repeated) each attempt asks them
+in turn (:class:`~tunnelpy.worker.receiver.senders.SenderRotation`), starting after the one
+that carried the last session, so a lost session comes back through the next live sender.
 """
 
 from __future__ import annotations
@@ -11,11 +13,12 @@ from __future__ import annotations
 import asyncio
 
 from tunnelpy.common.config import ReceiverConfig
-from tunnelpy.common.errors import ConnectFailed, ConnectionLost, ExitCode, StreamReset
+from tunnelpy.common.errors import ConfigError, ConnectFailed, ConnectionLost, ExitCode, StreamReset, TunnelError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.signaling import front_door
 from tunnelpy.signaling import session_wire as sw
 from tunnelpy.worker.forwarding import wire
+from tunnelpy.worker.receiver.senders import SenderRotation, round_error
 from tunnelpy.worker.receiver.tunnel import LocalSide, run_until_stopped
 from tunnelpy.worker.transport import iroh_transport
 
@@ -40,26 +43,50 @@ async def request_session(
 
 
 async def run_receiver(cfg: ReceiverConfig) -> ExitCode:
-    """iroh mode: ask the sender's front door, connect to the session's worker, serve; after a
-    loss, ask again (same endpoint and identity) unless --no-reconnect."""
-    log.debug("receiver.starting", source=str(cfg.source))
+    """iroh mode: ask a sender's front door, connect to the session's worker, serve; after a
+    loss, ask again (same endpoint and identity, the next sender first) unless --no-reconnect."""
+    log.debug("receiver.starting", source=str(cfg.source), senders=len(cfg.node_ids))
+    for node_id in cfg.node_ids:
+        iroh_transport.peer_addr(node_id)  # a malformed id or ticket is exit 2 now, not after a loss
+    senders = SenderRotation(cfg.node_ids, cfg.node_order)
     secret = iroh_transport.decode_secret(cfg.secret, "--secret-file") if cfg.secret else None
     endpoint = await iroh_transport.bind_endpoint(cfg.net, secret=secret, alpns=[])
-    previous: list[str] = []  # the session a reconnect replaces at the sender (a ghost, if it lingers)
+    # The session each sender last gave us: a reconnect to it replaces that one (a ghost, if it lingers).
+    previous: dict[str, str] = {}
+
+    async def connect_through(node_id: str) -> iroh_transport.IrohConnection:
+        accepted = await request_session(endpoint, node_id, str(cfg.source), replaces=previous.get(node_id, ""))
+        previous[node_id] = accepted.session_id
+        log.info("receiver.session_accepted", session_id=accepted.session_id, sender=_short(node_id))
+        return await iroh_transport.connect(endpoint, iroh_transport.peer_addr(accepted.worker_ticket), wire.ALPN)
 
     async def session(local: LocalSide) -> None:
-        accepted = await request_session(
-            endpoint, cfg.node_id or "", str(cfg.source), replaces=previous[-1] if previous else ""
-        )
-        previous.append(accepted.session_id)
-        log.info("receiver.session_accepted", session_id=accepted.session_id)
-        conn = await iroh_transport.connect(endpoint, iroh_transport.peer_addr(accepted.worker_ticket), wire.ALPN)
-        try:
-            await local.serve(conn)
-        finally:
-            conn.close(0, "receiver done")
+        errors: list[TunnelError] = []
+        for node_id in senders.round():
+            try:
+                conn = await connect_through(node_id)
+            except ConfigError:
+                raise
+            except TunnelError as exc:  # refused, unreachable, lost during the request: try the next one
+                errors.append(exc)
+                if len(senders.order) > 1:
+                    why = " ".join(str(exc).split())
+                    log.warning("receiver.sender_failed", sender=_short(node_id), reason=why, exit_code=exc.exit_code)
+                continue
+            senders.connected(node_id)
+            try:
+                await local.serve(conn)  # ends by raising ConnectionLost: the caller's loop decides what next
+            finally:
+                conn.close(0, "receiver done")
+            return
+        raise round_error(errors)
 
     try:
         return await run_until_stopped(cfg, session, reconnect=not cfg.no_reconnect)
     finally:
         await iroh_transport.close_endpoint(endpoint)
+
+
+def _short(node_id: str) -> str:
+    """A sender as the log names it: its EndpointId, short (a ticket carries addresses too)."""
+    return iroh_transport.peer_addr(node_id).id().fmt_short()

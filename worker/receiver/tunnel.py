@@ -25,6 +25,7 @@ from tunnelpy.worker.forwarding import wire
 from tunnelpy.worker.forwarding.tcp import READER_LIMIT, Traffic, abort_with_reset, open_stream_with_retry, splice
 from tunnelpy.worker.forwarding.udp import ReceiverUdp, UdpLink
 from tunnelpy.worker.receiver.backoff import Backoff
+from tunnelpy.worker.receiver.senders import RETRYABLE
 from tunnelpy.worker.receiver.status_line import start_status_line
 from tunnelpy.worker.transport.interface import Connection
 
@@ -201,4 +202,4 @@ async def _sessions(local: LocalSide, session: Session, reconnect: bool, cap: fl
 
 def _retryable(exc: TunnelError) -> bool:
     """Whether another try may succeed: a lost or unreachable sender, a full or draining one."""
-    return exc.exit_code in (ExitCode.CONNECTION_LOST, ExitCode.CONNECT_FAILED, ExitCode.AT_CAPACITY, ExitCode.DRAINING)
+    return exc.exit_code in RETRYABLE
