@@ -31,6 +31,8 @@ from tunnelpy.worker.transport.interface import Connection, TransportStats
 
 log = get_logger(__name__)
 
+DRAIN_LINGER = 1.0  # seconds between the end of a drained session's last stream and the close
+
 
 class Worker:
     """One session's worker: driven by :meth:`run` (rendezvous, then serving), by supervisor
@@ -143,7 +145,12 @@ class Worker:
         self.session = WorkerSession(self.conn, target, self.traffic)
         if self.state is SessionState.DRAINING:
             self.session.drain()
-        return await self.session.serve(), ExitCode.OK
+        reason = await self.session.serve()
+        if reason == "drained":
+            # The last stream's final bytes and FIN may still be in flight to the receiver:
+            # closing the connection now would discard them (QUIC close drops unacked data).
+            await asyncio.sleep(DRAIN_LINGER)
+        return reason, ExitCode.OK
 
 
 def worker_entry(spec: WorkerSpec) -> None:
