@@ -37,7 +37,7 @@ async def connected_pair(alpn: bytes = wire.ALPN):  # type: ignore[no-untyped-de
     client_ep = await iroh_transport.bind_endpoint(OFFLINE, secret=None, alpns=[])
     try:
         accept = asyncio.ensure_future(_accept(server_ep))
-        client = await iroh_transport.connect(client_ep, server_ep.addr(), alpn)
+        client = await iroh_transport.connect(client_ep, server_ep.ticket(), alpn)
         server = await accept
         yield client, server
         client.close()
@@ -48,8 +48,7 @@ async def connected_pair(alpn: bytes = wire.ALPN):  # type: ignore[no-untyped-de
 
 
 async def _accept(endpoint) -> iroh_transport.IrohConnection:  # type: ignore[no-untyped-def]
-    incoming = await endpoint.accept_next()
-    return iroh_transport.IrohConnection(await (await incoming.accept()).connect())
+    return iroh_transport.IrohConnection(await endpoint.accept())
 
 
 @contextlib.asynccontextmanager
@@ -197,7 +196,7 @@ def test_front_door_rejects_a_newer_protocol_version_and_keeps_serving(tmp_path)
         serving = asyncio.ensure_future(front.serve())
         client = await iroh_transport.bind_endpoint(OFFLINE, secret=None, alpns=[])
         try:
-            addr = front.endpoint.addr()
+            addr = front.endpoint.ticket()
             newer = await ask(client, addr, b'{"v": 99, "kind": "session_request", "source": "tcp://x:1"}')
             assert isinstance(newer, sw.SessionRejected)
             assert newer.reason is sw.RejectReason.VERSION_MISMATCH

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tunnelpy.common.allowlist import Proto, Source
 from tunnelpy.common.errors import ConnectFailed, ConnectionLost, ProtocolError, StreamReset
 from tunnelpy.common.logs import get_logger
-from tunnelpy.worker.forwarding.tcp import Traffic, dial, splice
+from tunnelpy.worker.forwarding.tcp import Traffic, dial, splice_socket
 from tunnelpy.worker.forwarding.udp import UdpLink, serve_worker_udp
 from tunnelpy.worker.forwarding.wire import StreamKind, parse_stream_header
 from tunnelpy.worker.transport.interface import Connection, Stream
@@ -81,12 +81,12 @@ class WorkerSession:
                 kind = parse_stream_header(await read_exact(stream, 2))
             if kind is not StreamKind.TCP or self.draining:
                 raise ProtocolError("draining" if self.draining else f"{kind.name} stream on a tcp session")
-            reader, writer = await dial(self.target.addresses, self.target.source.port)
+            sock = await dial(self.target.addresses, self.target.source.port)
         except (ProtocolError, ConnectFailed, StreamReset, TimeoutError) as exc:
             log.warning("tcp.stream_refused", error=str(exc) or "header timeout")
             stream.reset()
             return
-        await splice(stream, reader, writer, self.traffic, local_is_source=True)
+        await splice_socket(stream, sock, self.traffic, local_is_source=True)
         if self.draining and self.traffic.streams_open == 0:
             self._idle.set()
 

@@ -55,14 +55,12 @@ async def _iroh_manual(cfg: ReceiverConfig, local: LocalSide) -> None:
     try:
         addresses = await iroh_direct_addresses(endpoint, net)
         emit_block(
-            mb.IrohOffer(str(endpoint.id()), tuple(addresses), str(cfg.source)),
+            mb.IrohOffer(endpoint.endpoint_id(), tuple(addresses), str(cfg.source)),
             "Give this OFFER block to the sender (tunnel-py sender iroh-manual):",
         )
         answer = await read_pasted(mb.BlockKind.IROH_ANSWER)
         assert isinstance(answer, mb.IrohAnswer)
-        peer = iroh_transport.iroh.EndpointAddr(
-            iroh_transport.iroh.EndpointId.from_string(answer.endpoint_id), None, list(answer.direct_addresses)
-        )
+        peer = iroh_transport.peer_addr(answer.endpoint_id, what="answer", addresses=list(answer.direct_addresses))
         conn = await iroh_transport.connect(endpoint, peer, wire.ALPN, timeout=ICE_CONNECT_TIMEOUT)
         log.info("receiver.connected", transport="iroh", peer=answer.endpoint_id[:16])
         await _serve(conn, local)
