@@ -136,7 +136,7 @@ class Incoming:
     """An incoming connection whose handshake has not started: accept or refuse it once."""
 
     def remote_addr(self) -> str:
-        """"IP:PORT", "relay <url>" or "custom"."""
+        """ "IP:PORT", "relay <url>" or "custom"."""
     async def accept(self, timeout: float = 10.0) -> Connection:
         """Run the handshake; NativeConnectFailed if it fails or exceeds ``timeout``."""
     def refuse(self) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from typing import TYPE_CHECKING, Protocol
 
 from tunnelpy.common.config import NetOptions
@@ -59,9 +60,11 @@ class IrohRendezvous:
     """``punch``: the receiver's addresses (iroh-manual); dialling them once opens our NAT to it."""
 
     def __init__(self, net: NetOptions, receiver_id: str, punch: tuple[str, ...] = ()) -> None:
-        bind = (net.bind[0], 0) if net.bind else None
-        self._net = NetOptions(
-            relay_urls=net.relay_urls, no_relay=net.no_relay, bind=bind, stun_servers=net.stun_servers
+        # The sender's network choices, on a fresh port (the sender's own port is its front door's).
+        self._net = dataclasses.replace(
+            net,
+            bind=(net.bind[0], 0) if net.bind else None,
+            bind6=(net.bind6[0], 0) if net.bind6 else None,
         )
         self._receiver_id = receiver_id
         self._punch = punch

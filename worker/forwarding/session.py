@@ -46,6 +46,9 @@ class WorkerSession:
 
     def __init__(self, conn: Connection, target: SessionTarget, traffic: Traffic) -> None:
         self.conn, self.target, self.traffic = conn, target, traffic
+        counters = getattr(conn, "counters", None)
+        if counters is not None:  # a native connection: its counters see every byte
+            traffic.follow(counters, sent_is_up=False)
         self.draining = False
         self._idle = asyncio.Event()
 
@@ -98,8 +101,12 @@ class WorkerSession:
                 kind = parse_stream_header(await read_exact(frames, 2))
             if kind is not StreamKind.UDP_FRAMES:
                 raise ProtocolError(f"{kind.name} stream on a udp session")
-            link = UdpLink(self.conn, frames, self.traffic, outbound_is_up=False)
-            await serve_worker_udp(link, self.target.addresses, self.target.source.port)
+            native = getattr(self.conn, "serve_udp_worker", None)
+            if native is not None:  # the flows run in Rust
+                await native(frames, self.target.addresses, self.target.source.port)
+            else:
+                link = UdpLink(self.conn, frames, self.traffic, outbound_is_up=False)
+                await serve_worker_udp(link, self.target.addresses, self.target.source.port)
         except* (ConnectionLost, StreamReset) as group:
             reason = f"receiver connection closed ({group.exceptions[0]})"
         return reason

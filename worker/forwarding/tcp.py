@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tunnelpy.common.errors import ConnectFailed, ConnectionLost, StreamReset
@@ -46,6 +46,35 @@ class Traffic:
     flows_open: int = 0  # UDP sessions: local clients with a live flow
     datagrams_dropped: int = 0  # UDP sessions: datagrams dropped on a full tunnel send queue
     on_streams: Callable[[], None] | None = None
+    # While a native connection carries the bytes: its counters and the totals before it.
+    _live: Callable[[], Mapping[str, int]] | None = None
+    _sent_is_up: bool = False
+    _base: tuple[int, int, int] = (0, 0, 0)
+
+    def follow(self, counters: Callable[[], Mapping[str, int]], *, sent_is_up: bool) -> None:
+        """Take bytes and drops from a native connection's live ``counters`` from now on."""
+        self.refresh()
+        self._base = (self.bytes_up, self.bytes_down, self.datagrams_dropped)
+        self._live, self._sent_is_up = counters, sent_is_up
+
+    def unfollow(self) -> None:
+        self.refresh()
+        self._live = None
+
+    @property
+    def native(self) -> bool:
+        return self._live is not None
+
+    def refresh(self) -> None:
+        """Bring the byte counters up to date (a no-op unless following a native connection)."""
+        if self._live is None:
+            return
+        c = self._live()
+        sent, received = c["bytes_sent"], c["bytes_received"]
+        up, down = (sent, received) if self._sent_is_up else (received, sent)
+        self.bytes_up, self.bytes_down = self._base[0] + up, self._base[1] + down
+        self.datagrams_dropped = self._base[2] + c["datagrams_dropped"]
+        self.flows_open = c["udp_flows"]
 
     def stream_opened(self) -> None:
         self.streams_open += 1
@@ -143,9 +172,10 @@ async def splice_socket(stream: Stream, sock: socket.socket, traffic: Traffic, *
     except (StreamReset, ConnectionLost) as exc:
         log.debug("tcp.stream_aborted", error=str(exc))
     else:
-        up, down = (received, sent) if local_is_source else (sent, received)
-        traffic.bytes_up += up
-        traffic.bytes_down += down
+        if not traffic.native:  # else the connection's counters already hold these bytes
+            up, down = (received, sent) if local_is_source else (sent, received)
+            traffic.bytes_up += up
+            traffic.bytes_down += down
     finally:
         traffic.stream_closed()
 

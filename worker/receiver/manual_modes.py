@@ -10,7 +10,9 @@ Both then serve ``--listen`` with the same data plane as iroh mode (:func:`serve
 
 from __future__ import annotations
 
-from tunnelpy.common.config import NetOptions, ReceiverConfig
+import dataclasses
+
+from tunnelpy.common.config import ReceiverConfig
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.common.logs import get_logger
 from tunnelpy.common.modes import Mode
@@ -50,7 +52,7 @@ async def _custom_manual(cfg: ReceiverConfig, local: LocalSide) -> None:
 
 
 async def _iroh_manual(cfg: ReceiverConfig, local: LocalSide) -> None:
-    net = NetOptions(no_relay=True, bind=cfg.net.bind, stun_servers=cfg.net.stun_servers)
+    net = dataclasses.replace(cfg.net, no_relay=True, relay_urls=(), relay_only=False, dns_server=None)
     endpoint = await iroh_transport.bind_endpoint(net, secret=None, alpns=[])
     try:
         addresses = await iroh_direct_addresses(endpoint, net)

@@ -95,6 +95,9 @@ class LocalSide:
         if self.udp is not None:
             frames = await open_stream_with_retry(conn, wire.StreamKind.UDP_FRAMES)
             link = UdpLink(conn, frames, self.traffic, outbound_is_up=True)
+        counters = getattr(conn, "counters", None)
+        if counters is not None and self.udp is None:  # native TCP: Rust counts the bytes
+            self.traffic.follow(counters, sent_is_up=True)
         self._conn = conn
         self._live.set()
         self.connections += 1
@@ -118,6 +121,7 @@ class LocalSide:
             line.stop()
             self._live.clear()
             self._conn = None
+            self.traffic.unfollow()
         raise ConnectionLost(reason)
 
     async def _forward(self, client: socket.socket) -> None:

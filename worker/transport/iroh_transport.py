@@ -56,24 +56,42 @@ def _socket_text(host: str, port: int) -> str:
 
 
 def endpoint_options(net: NetOptions, *, secret: bytes | None, alpns: list[bytes]) -> _native.EndpointOptions:
-    """Endpoint options for a :class:`NetOptions`; ``no_relay`` is fully offline (tests, LAN)."""
+    """Endpoint options for a :class:`NetOptions`; ``no_relay`` is fully offline (no relays,
+    no discovery, no port mapping, no probes)."""
     kwargs: dict[str, object] = {"secret_key": secret, "alpns": list(alpns)}
     if net.no_relay:
         kwargs["offline"] = True
-        if net.bind is None:
+        if net.bind is None and net.bind6 is None:
             # offline binds 127.0.0.1 only; a LAN user without --bind wants every interface
             kwargs["bind_v4"] = "0.0.0.0:0"
     elif net.relay_urls:
         kwargs["relay_urls"] = list(net.relay_urls)
+        if net.relay_auth_token:
+            kwargs["relay_auth_token"] = str(net.relay_auth_token)
     if net.relay_only:
         if not net.relay_urls:
             raise ConfigError("--relay-only needs --relay-url (the relay every path goes through)")
         kwargs["relay_only"] = True
     if net.dns_server:
-        kwargs["dns_server"] = net.dns_server
+        if "://" in net.dns_server:
+            kwargs["pkarr_url"] = net.dns_server
+        else:
+            kwargs["dns_server"] = net.dns_server
+    if net.no_portmap:
+        kwargs["port_mapper"] = False
     if net.bind:
         host, port = net.bind
         kwargs["bind_v6" if ":" in host else "bind_v4"] = _socket_text(host, port)
+    if net.bind6:
+        kwargs["bind_v6"] = _socket_text(*net.bind6)
+    t = net.transport
+    kwargs.update(congestion=t.congestion, keep_alive=t.keep_alive, idle_timeout=t.idle_timeout)
+    if t.receive_window is not None:
+        kwargs["receive_window"] = t.receive_window
+    if t.send_window is not None:
+        kwargs["send_window"] = t.send_window
+    if t.max_mtu is not None:
+        kwargs["max_mtu"] = t.max_mtu
     try:
         return _native.EndpointOptions(**kwargs)  # type: ignore[arg-type]
     except _native.NativeError as exc:
@@ -167,6 +185,10 @@ class IrohStream:
         except _native.NativeError as exc:
             raise StreamReset(describe(exc)) from exc
 
+    @property
+    def native(self) -> _native.BiStream:
+        return self._bi
+
     def reset(self) -> None:
         with contextlib.suppress(_native.NativeError):
             self._bi.reset(0)
@@ -235,6 +257,13 @@ class IrohConnection:
 
     def counters(self) -> _native.Counters:
         return self.raw.counters()
+
+    async def serve_udp_worker(self, stream: IrohStream, addresses: tuple[str, ...], port: int) -> None:
+        """The worker's UDP flows, in Rust, until the connection ends (ConnectionLost)."""
+        try:
+            await self.raw.serve_udp_worker(stream.native, list(addresses), port)
+        except _native.NativeError as exc:
+            raise ConnectionLost(describe(exc)) from exc
 
     def close(self, code: int = 0, reason: str = "") -> None:
         self.raw.close(code, reason)
