@@ -196,7 +196,7 @@ fn ticket_with(peer: &str, addresses: Vec<String>) -> PyResult<String> {
     for a in &addresses {
         extra.push(
             a.parse::<SocketAddr>()
-                .map_err(|_| config(&format!("{a:?} is not IP:PORT")))?,
+                .map_err(|_| config(format!("{a:?} is not IP:PORT")))?,
         );
     }
     net::ticket_with(peer, &extra).map_err(to_py)
