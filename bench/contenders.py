@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import time
 from collections import Counter
@@ -110,6 +111,38 @@ class Socat(Contender):
         )
         assert peer.proc is not None
         return Session(("127.0.0.1", port), {"socat": (peer.proc.pid, True)})
+
+
+class DumbPipe(Contender):
+    """``dumbpipe`` (iroh's own TCP forwarder, Rust) if installed: ``listen-tcp`` next to the
+    target, ``connect-tcp`` per session. Never installed by our scripts."""
+
+    TICKET = re.compile(r"\b((?:endpoint|node)[a-z0-9]{40,})\b")
+
+    def __init__(self, binary: str) -> None:
+        super().__init__("dumbpipe")
+        self.binary = binary
+
+    async def open_session(self, target: tuple[str, int], index: int) -> Session:
+        listener = await self._spawn(
+            self.binary, f"dumbpipe-listen{index}", ["listen-tcp", "--host", f"{target[0]}:{target[1]}"]
+        )
+        ticket = None
+        async with asyncio.timeout(SETUP_DEADLINE):
+            while ticket is None:
+                if found := self.TICKET.search(listener.tail(50)):
+                    ticket = found.group(1)
+                else:
+                    await asyncio.sleep(0.05)
+        port = free_port()
+        connector = await self._spawn(
+            self.binary, f"dumbpipe-connect{index}", ["connect-tcp", "--addr", f"127.0.0.1:{port}", ticket]
+        )
+        assert listener.proc is not None and connector.proc is not None
+        return Session(
+            ("127.0.0.1", port),
+            {"dumbpipe listen": (listener.proc.pid, False), "dumbpipe connect": (connector.proc.pid, False)},
+        )
 
 
 class SshForward(Contender):

@@ -1,9 +1,11 @@
-"""Memory of the bench's processes: RSS and PSS from /proc/PID/smaps_rollup, idle and peak under load."""
+"""Memory and CPU of the bench's processes: RSS and PSS from /proc/PID/smaps_rollup, idle and peak
+under load; CPU seconds (utime + stime) from /proc/PID/stat."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from pathlib import Path
 
 from tunnelpy.bench import report as br
@@ -57,3 +59,42 @@ async def peak_memory(pids: dict[str, tuple[int, bool]], every: float = 0.1):  #
         sampler.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sampler
+
+
+def _descendants(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def read_cpu_s(pid: int, descendants: bool) -> float | None:
+    """CPU seconds (user + system) of ``pid``, with its live descendants and the children it
+    reaped if ``descendants`` (socat's and sshd's forks); None if it is gone."""
+    ticks, found = 0, False
+    for current in _descendants(pid) if descendants else [pid]:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            # after the command: state is field 3; utime 14, stime 15, cutime 16, cstime 17
+            ticks += int(fields[11]) + int(fields[12])
+            if descendants:
+                ticks += int(fields[13]) + int(fields[14])
+            found = True
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+
+
+def read_cpus(pids: dict[str, tuple[int, bool]]) -> dict[str, float]:
+    return {role: cpu for role, (pid, d) in pids.items() if (cpu := read_cpu_s(pid, d)) is not None}
+
+
+def record_cpu(
+    metrics: dict[str, float], before: dict[str, float], after: dict[str, float], forwarded_bytes: int
+) -> None:
+    """``cpu.ROLE.s_per_GB``: CPU seconds each process spent per GB forwarded between the reads."""
+    for role, start in before.items():
+        if role in after and forwarded_bytes:
+            metrics[br.cpu_key(role)] = (after[role] - start) / (forwarded_bytes / 1e9)

@@ -57,6 +57,11 @@ def memory_key(role: str, phase: str, kind: str) -> str:
     return f"mem.{role}.{phase}.{kind}_MB"
 
 
+def cpu_key(role: str) -> str:
+    """Metric name of one process's CPU cost, e.g. ``cpu.worker.s_per_GB``."""
+    return f"cpu.{role}.s_per_GB"
+
+
 def parse_smaps_rollup(text: str) -> tuple[float, float]:
     """(RSS, PSS) in MB from the text of /proc/PID/smaps_rollup."""
     fields = {}
@@ -265,6 +270,12 @@ def render_table(report: dict[str, Any]) -> str:
         ["", "process", "idle", "load"],
         _memory_rows(report),
     )
+    lines += _grid(
+        "CPU seconds per GB forwarded (user + system, during the one-stream upload + download; "
+        "socat and sshd include their forked children)",
+        ["", "process", "s/GB", "all processes"],
+        _cpu_rows(report),
+    )
     notes = [f"{row['name']}: {note}" for row in report["contenders"] for note in row["notes"]]
     for row in report["contenders"]:
         for run in row["runs"]:
@@ -275,8 +286,8 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def memory_roles(summary: dict[str, Any]) -> list[str]:
-    roles = {key.split(".")[1] for key in summary if key.startswith("mem.")}
+def memory_roles(summary: dict[str, Any], prefix: str = "mem.") -> list[str]:
+    roles = {key.split(".")[1] for key in summary if key.startswith(prefix)}
     order = ["supervisor", "worker", "receiver"]
     return sorted(roles, key=lambda role: (order.index(role) if role in order else len(order), role))
 
@@ -291,6 +302,17 @@ def _memory_rows(report: dict[str, Any]) -> list[list[str]]:
                 rss, pss = (summary.get(memory_key(role, phase, kind)) for kind in ("rss", "pss"))
                 cells.append(f"{rss['median']:.1f} / {pss['median']:.1f}" if rss and pss else "-")
             out.append([row["name"], role, *cells])
+    return out
+
+
+def _cpu_rows(report: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for row in report["contenders"]:
+        summary = row["summary"]
+        roles = memory_roles(summary, "cpu.")
+        total = sum(summary[cpu_key(role)]["median"] for role in roles)
+        for n, role in enumerate(roles):
+            out.append([row["name"], role, _cell(summary, cpu_key(role)), num(total) if n == 0 else ""])
     return out
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from tunnelpy.bench import plot
 from tunnelpy.bench import report as br
-from tunnelpy.bench.contenders import Contender, Socat, SshForward, SshServer, Tunnel
+from tunnelpy.bench.contenders import Contender, DumbPipe, Socat, SshForward, SshServer, Tunnel
 from tunnelpy.bench.idle import measure_idle_sessions, render_idle
-from tunnelpy.bench.memory import peak_memory, record_memory
+from tunnelpy.bench.memory import peak_memory, read_cpus, record_cpu, record_memory
 from tunnelpy.bench.modes import SESSIONS, unavailable
 from tunnelpy.bench.net import MESSAGE_BYTES, BenchServer, download, first_echo, ping_pong, upload
 from tunnelpy.common.errors import ExitCode, TunnelError
@@ -71,11 +71,13 @@ async def measure(contender: Contender, target: tuple[str, int], settings: Setti
         metrics["listening_s"] = first.listening_s
     pids = {**contender.shared_pids(), **first.pids}
     record_memory(metrics, "idle", pids)
+    cpu_before = read_cpus(pids)
     async with peak_memory(pids) as peaks:
         async with asyncio.timeout(deadline):
             metrics["up_MBps"] = await upload(first.address, size)
         async with asyncio.timeout(deadline):
             metrics["down_MBps"] = await download(first.address, size)
+    record_cpu(metrics, cpu_before, read_cpus(pids), 2 * size)
     record_memory(metrics, "load", pids, peaks)
     async with asyncio.timeout(LATENCY_DEADLINE):
         metrics["rtt_p50_us"], metrics["rtt_p99_us"] = await ping_pong(first.address, settings.rounds)
@@ -116,6 +118,14 @@ def build_contenders(
     results.append(br.ContenderResult("socat", "baseline", None if socat else br.NOT_INSTALLED))
     if socat:
         contenders.append(Socat(socat))
+    dumbpipe = shutil.which("dumbpipe")
+    results.append(
+        br.ContenderResult(
+            "dumbpipe", "baseline", None if dumbpipe else "skipped: not installed (cargo install dumbpipe)"
+        )
+    )
+    if dumbpipe:
+        contenders.append(DumbPipe(dumbpipe))
     tools = [
         shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/local/sbin")
         for name in ("sshd", "ssh", "ssh-keygen")

@@ -176,11 +176,13 @@ def run_receiver(args: argparse.Namespace) -> int:
 
 
 def generate_iroh_key(output: str, force: bool) -> int:
-    import iroh
+    import secrets
 
-    key = iroh.SecretKey.generate()
-    secret = base64.b64encode(key.to_bytes()).decode()
-    endpoint_id = str(key.public())
+    from tunnelpy.worker.transport.iroh_transport import endpoint_id_of
+
+    key = secrets.token_bytes(32)
+    secret = base64.b64encode(key).decode()
+    endpoint_id = endpoint_id_of(key)
     if output == "-":
         print(secret)
         print(f"EndpointId: {endpoint_id}", file=sys.stderr)
@@ -197,15 +199,13 @@ def generate_iroh_key(output: str, force: bool) -> int:
 
 
 def show_iroh_node_id(secret_file: str) -> int:
-    import iroh
-
-    from tunnelpy.worker.transport.iroh_transport import decode_secret
+    from tunnelpy.worker.transport.iroh_transport import decode_secret, endpoint_id_of
 
     try:
         text = Path(secret_file).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--secret-file {secret_file}: cannot read ({exc.strerror})") from exc
-    print(iroh.SecretKey.from_bytes(decode_secret(text, f"--secret-file {secret_file}")).public())
+    print(endpoint_id_of(decode_secret(text, f"--secret-file {secret_file}")))
     return 0
 
 

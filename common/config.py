@@ -64,6 +64,22 @@ class NetOptions:
     # The servers in use, not the option: empty means no STUN, as in the modes that never use it.
     stun_servers: tuple[str, ...] = ()
     ice_hosts: tuple[str, ...] = field(default=default_of("ice_hosts"))
+    relay_auth_token: Secret | None = None  # read from ``relay_auth_token_file``
+    no_portmap: bool = field(default=default_of("no_portmap"))
+    bind6: tuple[str, int] | None = None
+    transport: TransportOptions = field(default_factory=lambda: TransportOptions())
+
+
+@dataclass(frozen=True, slots=True)
+class TransportOptions:
+    """The iroh endpoint's QUIC transport; None = iroh's default."""
+
+    congestion: str = field(default=default_of("congestion"))
+    receive_window: int | None = None
+    send_window: int | None = None
+    keep_alive: float = field(default=default_of("keep_alive"))
+    idle_timeout: float = field(default=default_of("idle_timeout"))
+    max_mtu: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +181,18 @@ def _net_options(raw: RawValues) -> NetOptions:
         )
     if raw.get("relay_only") and raw.get("no_relay"):
         raise ConfigError("--relay-only and --no-relay contradict each other: choose one")
-    bind = raw.get("bind")
+    if raw.get("dns_server") and not raw.get("relay_urls"):
+        raise ConfigError(f"{raw.origin['dns_server']} needs --relay-url (a private deployment: relay and discovery)")
+    bind, bind6, token_file = raw.get("bind"), raw.get("bind6"), raw.get("relay_auth_token_file")
+    if token_file and not raw.get("relay_urls"):
+        raise ConfigError(f"{raw.origin['relay_auth_token_file']} needs --relay-url (the relay it authenticates to)")
+    token = None
+    if token_file:
+        hint = "write the relay's token into a file only you can read (chmod 600)"
+        token = Secret(read_secret(Path(token_file), raw.origin["relay_auth_token_file"], hint))
+    parsed6 = parse_socket_addr(bind6, what=raw.origin["bind6"]) if bind6 else None
+    if parsed6 is not None and ":" not in parsed6[0]:
+        raise ConfigError(f"{raw.origin['bind6']}: {bind6!r} is not an IPv6 [IP]:PORT")
     return NetOptions(
         relay_urls=raw.get("relay_urls") or (),
         relay_only=bool(raw.get("relay_only")),
@@ -174,7 +201,37 @@ def _net_options(raw: RawValues) -> NetOptions:
         bind=parse_socket_addr(bind, what=raw.origin["bind"]) if bind else None,
         stun_servers=_stun_servers(raw),
         ice_hosts=raw.get("ice_hosts") or (),
+        relay_auth_token=token,
+        no_portmap=bool(raw.get("no_portmap")),
+        bind6=parsed6,
+        transport=_transport_options(raw),
     )
+
+
+def _transport_options(raw: RawValues) -> TransportOptions:
+    if "keep_alive" not in raw.values:  # a mode without an iroh endpoint
+        return TransportOptions()
+
+    def optional(key: str, least: int) -> Any:
+        value = _bounded(raw, key)  # 0 = iroh's default
+        if value and value < least:
+            raise ConfigError(f"{raw.origin[key]}: must be 0 (iroh's default) or at least {least}, got {value}")
+        return value or None
+
+    options = TransportOptions(
+        congestion=_choice(raw, "congestion", ("default", "cubic", "newreno", "bbr3")),
+        receive_window=optional("receive_window", 16_384),
+        send_window=optional("send_window", 16_384),
+        keep_alive=_bounded(raw, "keep_alive"),
+        idle_timeout=_bounded(raw, "idle_timeout"),
+        max_mtu=optional("max_mtu", 1_200),
+    )
+    if options.keep_alive >= options.idle_timeout:
+        raise ConfigError(
+            f"{raw.origin['keep_alive']}: the keep-alive ({options.keep_alive:g} s) must be shorter than "
+            f"the idle timeout ({options.idle_timeout:g} s)"
+        )
+    return options
 
 
 def _read_secret(raw: RawValues) -> Secret | None:

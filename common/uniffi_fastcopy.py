@@ -1,8 +1,9 @@
-"""Make the uniffi bindings of iroh and nostr-sdk copy ``bytes`` with one memmove.
+"""Make the uniffi binding of nostr-sdk copy ``bytes`` with one memmove.
 
 The generated ``_UniffiRustBufferBuilder.write`` copies every byte argument into Rust one
-byte at a time in Python: bulk data through iroh crawls at ~5 MB/s at 100 % CPU
-(stack-notes §1; uniffi-rs PR #2824 fixed the template upstream, after iroh-ffi #229).
+byte at a time in Python: bulk data crawls at ~5 MB/s at 100 % CPU (stack-notes §1;
+uniffi-rs PR #2824 fixed the template upstream). iroh no longer goes through uniffi: it
+uses our native binding, :mod:`tunnelpy.worker._native`.
 This module replaces that method (and the per-byte ``_pack_into``) with C-speed copies.
 
 It is pinned to the binding versions it was checked against and fails loudly if the
@@ -22,7 +23,6 @@ from tunnelpy.common.errors import TunnelError
 
 #: distribution name -> (binding module, versions whose generated code was checked)
 CHECKED_BINDINGS = {
-    "iroh": ("iroh.iroh_ffi", {"1.2.0"}),
     "nostr-sdk": ("nostr_sdk.nostr_sdk", {"0.45.1"}),
 }
 
@@ -80,7 +80,7 @@ def patch_module(module: ModuleType, distribution: str, version: str) -> bool:
 
 
 def apply(distribution: str) -> bool:
-    """Import and patch the binding of ``distribution`` ("iroh" or "nostr-sdk")."""
+    """Import and patch the binding of ``distribution`` ("nostr-sdk")."""
     module_name, _ = CHECKED_BINDINGS[distribution]
     module = importlib.import_module(module_name)
     version = importlib.metadata.version(distribution)

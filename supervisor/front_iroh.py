@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
 
 from tunnelpy.common.config import SenderConfig
-from tunnelpy.common.errors import ConfigError, ProtocolError
+from tunnelpy.common.errors import ConfigError, ConnectFailed, ConnectionLost, ProtocolError, StreamReset
 from tunnelpy.common.logs import get_logger
 from tunnelpy.common.private_files import write_private
 from tunnelpy.signaling import front_door
@@ -31,19 +30,14 @@ LINGER_TIMEOUT = 5.0
 UNAUTHENTICATED_TIMEOUT = 10.0  # connect to a request read (an unknown identity's whole visit)
 
 
-async def _address_of(incoming: iroh_transport.iroh.Incoming) -> str:
+def _address_of(incoming: iroh_transport.Incoming) -> str:
     """Where an incoming connection comes from, for per-address limits: its IP without the port
     (which varies per connection), or the relay it came through."""
-    try:
-        addr: Any = await incoming.remote_addr()  # an IncomingAddr variant (IP, RELAY, CUSTOM)
-    except iroh_transport.iroh.IrohError:
-        return "unknown"
-    if addr.is_ip():
-        host = addr.addr.rsplit(":", 1)[0]  # "1.2.3.4:5" or "[::1]:5"
-        return host.strip("[]")
-    if addr.is_relay():
-        return f"relay {addr.url}"
-    return "custom"
+    addr = incoming.remote_addr()  # "IP:PORT", "[IPv6]:PORT", "relay <url>" or "custom"
+    if addr.startswith("relay ") or addr == "custom":
+        return addr
+    host = addr.rsplit(":", 1)[0]
+    return host.strip("[]")
 
 
 class IrohFrontDoor:
@@ -54,7 +48,7 @@ class IrohFrontDoor:
         self.config = config
         self._service = service
         self._guard = FrontDoorGuard(max_startups=config.max_startups)
-        self.endpoint: iroh_transport.iroh.Endpoint | None = None
+        self.endpoint: iroh_transport.Endpoint | None = None
         self.ticket = ""
 
     async def start(self) -> None:
@@ -74,47 +68,46 @@ class IrohFrontDoor:
                 raise ConfigError(f"--ticket-file {self.config.ticket_file}: cannot write ({exc.strerror})") from exc
         log.info(
             "supervisor.online",
-            endpoint_id=str(endpoint.id()),
+            endpoint_id=endpoint.endpoint_id(),
             ticket=self.ticket,
-            addresses=endpoint.addr().direct_addresses(),
+            addresses=endpoint.direct_addresses(),
         )
 
     @property
     def endpoint_id(self) -> str:
-        return str(self.endpoint.id()) if self.endpoint is not None else ""
+        return self.endpoint.endpoint_id() if self.endpoint is not None else ""
 
     async def serve(self) -> None:
         assert self.endpoint is not None, "start() first"
         async with asyncio.TaskGroup() as tg:
             while True:
-                incoming = await self.endpoint.accept_next()
+                incoming = await self.endpoint.accept_incoming()
                 if incoming is None:
                     return
-                address = await _address_of(incoming)
+                address = _address_of(incoming)
                 if why := self._guard.incoming(address, time.monotonic()):
                     log.warning("front_door.refused_early", peer_address=address, reason=why)
-                    with contextlib.suppress(iroh_transport.iroh.IrohError):
-                        await incoming.refuse()
+                    incoming.refuse()
                     continue
                 tg.create_task(self._handle(incoming, address))
 
     async def close(self) -> None:
         await iroh_transport.close_endpoint(self.endpoint)
 
-    async def _handle(self, incoming: iroh_transport.iroh.Incoming, address: str) -> None:
+    async def _handle(self, incoming: iroh_transport.Incoming, address: str) -> None:
         """One receiver's handshake. Until the peer's identity is known and admitted it holds a
         startup place and has UNAUTHENTICATED_TIMEOUT; a handshake that ends before that counts
         as a failure of its address."""
         conn, authenticated, started = None, False, True
         try:
             async with asyncio.timeout(UNAUTHENTICATED_TIMEOUT):
-                conn = await (await incoming.accept()).connect()
-                receiver_id = str(conn.remote_id())
+                conn = await iroh_transport.accept_connection(incoming, UNAUTHENTICATED_TIMEOUT)
+                receiver_id = conn.remote_id
                 if why := self._guard.identified(receiver_id, time.monotonic()):
                     log.warning("front_door.refused_early", receiver_id=receiver_id, reason=why)
                     return
                 refused = self._service.authorize(receiver_id)
-                stream = iroh_transport.IrohStream(await conn.accept_bi())
+                stream = await conn.accept_stream()
                 # An unknown identity is answered at once, without reading what it sent.
                 request = rejection(refused) if refused else await front_door.read_request(stream)
             if isinstance(request, sw.SessionRequest):
@@ -126,10 +119,10 @@ class IrohFrontDoor:
                 async with asyncio.timeout(UNAUTHENTICATED_TIMEOUT):
                     await front_door.send_reply(stream, request)
             # Let the receiver read the reply and close first; closing now could drop it.
-            with contextlib.suppress(TimeoutError, iroh_transport.iroh.IrohError):
+            with contextlib.suppress(TimeoutError, iroh_transport.NativeError):
                 async with asyncio.timeout(LINGER_TIMEOUT):
-                    await conn.closed()
-        except (TimeoutError, ProtocolError, iroh_transport.iroh.IrohError) as exc:
+                    await conn.wait_closed()
+        except (TimeoutError, ProtocolError, ConnectFailed, ConnectionLost, StreamReset) as exc:
             log.warning(
                 "front_door.handshake_failed", peer_address=address, error=iroh_transport.describe(exc) or "timeout"
             )
@@ -141,7 +134,7 @@ class IrohFrontDoor:
             if not authenticated:
                 self._guard.failed(address, time.monotonic())
             if conn is not None:
-                conn.close(0, b"")
+                conn.close(0, "")
 
     async def _decide(self, receiver_id: str, request: sw.SessionRequest) -> front_door.Reply:
         opened = await self._service.open_session(

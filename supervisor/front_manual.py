@@ -59,10 +59,10 @@ class ManualFrontDoor:
         if self.config.mode == Mode.CUSTOM_MANUAL:
             assert ready.ice is not None, "an ICE worker reports its ICE parameters"
             return mb.IceAnswer(ready.ice, ready.cert_sha256)
-        from tunnelpy.worker.transport.iroh_transport import iroh
+        from tunnelpy.worker.transport.iroh_transport import ticket_parts
 
-        addr = iroh.EndpointTicket.from_string(ready.ticket).endpoint_addr()
-        return mb.IrohAnswer(str(addr.id()), tuple(addr.direct_addresses()))
+        endpoint_id, addresses = ticket_parts(ready.ticket)
+        return mb.IrohAnswer(endpoint_id, tuple(addresses))
 
     async def serve(self) -> None:
         await asyncio.Event().wait()  # the arbiter stops after the one session

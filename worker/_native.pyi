@@ -43,6 +43,16 @@ def set_worker_threads(n: int) -> None:
 def runtime_started() -> bool:
     """True once this process built the runtime (and its threads)."""
 
+def ticket_with(peer: str, addresses: Sequence[str]) -> str:
+    """A ticket for ``peer`` (a ticket or an EndpointId) with the direct ``addresses``
+    ("IP:PORT") added. NativeConfigError for a malformed peer or address."""
+
+def ticket_parts(peer: str) -> tuple[str, list[str]]:
+    """``(endpoint_id, ["IP:PORT", ...])`` of a ticket or a bare EndpointId."""
+
+def endpoint_id_of(secret: bytes) -> str:
+    """The EndpointId (64 hex digits) of a 32-byte secret key."""
+
 class EndpointOptions:
     """How an endpoint reaches the network. Checked at construction (NativeConfigError).
 
@@ -115,10 +125,22 @@ class Endpoint:
         ``timeout`` seconds or on refusal; NativeConfigError for a malformed ``peer``."""
     async def accept(self) -> Connection | None:
         """The next incoming connection that completed its handshake; None once closed."""
+    async def accept_incoming(self) -> Incoming | None:
+        """The next incoming connection *before* its handshake; None once closed."""
     async def online(self) -> None:
         """Until a home relay is connected (never, with relays disabled: bound it)."""
     async def close(self) -> None: ...
     def is_closed(self) -> bool: ...
+
+class Incoming:
+    """An incoming connection whose handshake has not started: accept or refuse it once."""
+
+    def remote_addr(self) -> str:
+        """ "IP:PORT", "relay <url>" or "custom"."""
+    async def accept(self, timeout: float = 10.0) -> Connection:
+        """Run the handshake; NativeConnectFailed if it fails or exceeds ``timeout``."""
+    def refuse(self) -> None:
+        """Refuse without any crypto (idempotent)."""
 
 class Stats(TypedDict):
     rtt_ms: float | None  # selected path, smoothed

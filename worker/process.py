@@ -99,6 +99,7 @@ class Worker:
 
     def _counters(self) -> dict:  # type: ignore[type-arg]
         t = self.traffic
+        t.refresh()
         stats = self.conn.stats() if self.conn is not None else TransportStats()
         return dict(
             state=self.state,

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from typing import TYPE_CHECKING, Protocol
 
 from tunnelpy.common.config import NetOptions
-from tunnelpy.common.errors import TunnelError
+from tunnelpy.common.errors import ConfigError, ConnectFailed, TunnelError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.worker.contract import ACCEPT_TIMEOUT, RendezvousSpec, Transport, WorkerReady
@@ -26,7 +27,6 @@ from tunnelpy.worker.transport import iroh_transport
 from tunnelpy.worker.transport.ice import ICE_CONNECT_TIMEOUT as ICE_CONNECT_TIMEOUT  # the receivers' too
 from tunnelpy.worker.transport.ice import stun_address
 from tunnelpy.worker.transport.interface import Connection
-from tunnelpy.worker.transport.iroh_transport import iroh
 from tunnelpy.worker.transport.stun_probe import public_addresses
 
 if TYPE_CHECKING:
@@ -45,9 +45,9 @@ class Rendezvous(Protocol):
     async def close(self) -> None: ...
 
 
-async def iroh_direct_addresses(endpoint: iroh.Endpoint, net: NetOptions) -> list[str]:
+async def iroh_direct_addresses(endpoint: iroh_transport.Endpoint, net: NetOptions) -> list[str]:
     """The endpoint's direct addresses, plus the STUN-seen public IP with its bound port."""
-    addresses = list(endpoint.addr().direct_addresses())
+    addresses = list(endpoint.direct_addresses())
     if net.stun_servers:
         ports = [int(s.rpartition(":")[2]) for s in endpoint.bound_sockets() if not s.startswith("[")]
         if ports:
@@ -60,20 +60,21 @@ class IrohRendezvous:
     """``punch``: the receiver's addresses (iroh-manual); dialling them once opens our NAT to it."""
 
     def __init__(self, net: NetOptions, receiver_id: str, punch: tuple[str, ...] = ()) -> None:
-        bind = (net.bind[0], 0) if net.bind else None
-        self._net = NetOptions(
-            relay_urls=net.relay_urls, no_relay=net.no_relay, bind=bind, stun_servers=net.stun_servers
+        # The sender's network choices, on a fresh port (the sender's own port is its front door's).
+        self._net = dataclasses.replace(
+            net,
+            bind=(net.bind[0], 0) if net.bind else None,
+            bind6=(net.bind6[0], 0) if net.bind6 else None,
         )
         self._receiver_id = receiver_id
         self._punch = punch
-        self._endpoint: iroh.Endpoint | None = None
+        self._endpoint: iroh_transport.Endpoint | None = None
 
     async def prepare(self) -> WorkerReady:
         self._endpoint = endpoint = await iroh_transport.bind_endpoint(self._net, secret=None, alpns=[wire.ALPN])
         if not self._net.stun_servers:
             return WorkerReady(ticket=iroh_transport.ticket_of(endpoint))
-        addr = iroh.EndpointAddr(endpoint.id(), None, await iroh_direct_addresses(endpoint, self._net))
-        return WorkerReady(ticket=str(iroh.EndpointTicket.from_addr(addr)))
+        return WorkerReady(ticket=iroh_transport.ticket_of(endpoint, await iroh_direct_addresses(endpoint, self._net)))
 
     async def accept(self) -> Connection:
         assert self._endpoint is not None, "prepare() first"
@@ -85,31 +86,31 @@ class IrohRendezvous:
             punching.cancel()
         return conn
 
-    async def _punch_towards_receiver(self, endpoint: iroh.Endpoint) -> None:
+    async def _punch_towards_receiver(self, endpoint: iroh_transport.Endpoint) -> None:
         """Like tunnel-rs's connect/accept race: our outgoing packets let the receiver's in.
 
         The receiver refuses this handshake (wrong ALPN); only the packets matter.
         """
-        peer = iroh.EndpointAddr(iroh.EndpointId.from_string(self._receiver_id), None, list(self._punch))
-        with contextlib.suppress(TimeoutError, iroh.IrohError):
+        with contextlib.suppress(TimeoutError, ConfigError, ConnectFailed):
+            peer = iroh_transport.peer_addr(self._receiver_id, addresses=list(self._punch))
             async with asyncio.timeout(5):
-                (await endpoint.connect(peer, PUNCH_ALPN)).close(0, b"")
+                (await iroh_transport.connect(endpoint, peer, PUNCH_ALPN, timeout=5)).close(0, "")
 
-    async def _accept_receiver(self, endpoint: iroh.Endpoint) -> Connection:
+    async def _accept_receiver(self, endpoint: iroh_transport.Endpoint) -> Connection:
         """Accept connections until the admitted receiver arrives; others are closed."""
         while True:
-            incoming = await endpoint.accept_next()
+            incoming = await endpoint.accept_incoming()
             if incoming is None:
                 raise TunnelError("worker endpoint closed")
             try:
-                conn = await (await incoming.accept()).connect()
-            except iroh.IrohError as exc:
-                log.warning("worker.handshake_failed", error=iroh_transport.describe(exc))
+                conn = await iroh_transport.accept_connection(incoming)
+            except ConnectFailed as exc:
+                log.warning("worker.handshake_failed", error=str(exc))
                 continue
-            if str(conn.remote_id()) == self._receiver_id:
-                return iroh_transport.IrohConnection(conn)
-            log.warning("worker.foreign_peer_refused", peer=str(conn.remote_id())[:16])
-            conn.close(1, b"not the admitted receiver")
+            if conn.remote_id == self._receiver_id:
+                return conn
+            log.warning("worker.foreign_peer_refused", peer=conn.remote_id[:16])
+            conn.close(1, "not the admitted receiver")
 
     async def close(self) -> None:
         await iroh_transport.close_endpoint(self._endpoint)

@@ -49,7 +49,9 @@ def test_bench_reports_every_row(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     report = orjson.loads(report_path.read_bytes())
     rows = {row["name"]: row for row in report["contenders"]}
-    assert list(rows) == ["direct", "socat", "ssh -L", *TUNNELS]
+    assert list(rows) == ["direct", "socat", "dumbpipe", "ssh -L", *TUNNELS]
+    if shutil.which("dumbpipe") is None:
+        assert rows["dumbpipe"]["status"] == "skipped: not installed (cargo install dumbpipe)", rows["dumbpipe"]
     figures = {"up_MBps", "down_MBps", "rtt_p50_us", "rtt_p99_us", "setup_s", "sessions_4_MBps"}
     for name in ("direct", *TUNNELS):
         assert rows[name]["status"] == "ok", rows[name]
@@ -63,8 +65,10 @@ def test_bench_reports_every_row(tmp_path):
         assert rows[name]["notes"] == [] and rows[name]["runs"][0]["notes"] == [], rows[name]
         summary = rows[name]["summary"]
         assert {f"mem.{role}.load.pss_MB" for role in ("supervisor", "worker", "receiver")} <= set(summary)
+        assert {f"cpu.{role}.s_per_GB" for role in ("worker", "receiver")} <= set(summary), sorted(summary)
     idle = report["idle_sessions"]
     assert idle["sessions"] == idle["workers_measured"] == 3 and idle["worker_pss_median_MB"] > 0, idle
     assert report["machine"]["nproc"] >= 1 and report["date"]
     assert "One TCP stream" in done.stdout
+    assert "CPU seconds per GB forwarded" in done.stdout
     assert not plot or plot_path.read_bytes().startswith(b"\x89PNG")

@@ -1,4 +1,4 @@
-"""The uniffi bulk-copy patch: applied to the pinned bindings, exact, and loud on any other shape."""
+"""The uniffi bulk-copy patch: applied to the pinned nostr-sdk binding, exact, and loud on any other shape."""
 
 from __future__ import annotations
 
@@ -9,49 +9,11 @@ import struct
 import types
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from tunnelpy.common import uniffi_fastcopy
 from tunnelpy.common.uniffi_fastcopy import BindingShapeChanged, needs_patch, patch_module
 
 # -- the real bindings ---------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def iroh():  # type: ignore[no-untyped-def]
-    import iroh
-
-    import tunnelpy.worker.transport.iroh_transport  # noqa: F401  (importing it applies the patch)
-
-    return iroh
-
-
-def test_iroh_transport_import_patches_the_binding(iroh) -> None:  # type: ignore[no-untyped-def]
-    assert needs_patch(iroh.iroh_ffi) is False
-    assert iroh.iroh_ffi._UniffiRustBufferBuilder.write is uniffi_fastcopy._fast_write
-    assert iroh.iroh_ffi._UniffiRustBufferBuilder._pack_into is uniffi_fastcopy._fast_pack_into
-    assert uniffi_fastcopy.apply("iroh") is False  # idempotent
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_secret_key_bytes_round_trip(iroh, seed: int) -> None:  # type: ignore[no-untyped-def]
-    key = random.Random(seed).randbytes(32)
-    assert iroh.SecretKey.from_bytes(key).to_bytes() == key
-
-
-def test_large_message_crosses_the_binding_exactly(iroh) -> None:  # type: ignore[no-untyped-def]
-    # Ed25519 is deterministic: iroh's signature over the bytes it received must equal an
-    # independent implementation's signature over the bytes we sent, for every one of them.
-    rng = random.Random(7)
-    seed, message = rng.randbytes(32), rng.randbytes(4 * 1024 * 1024 + 3)
-    key, reference = iroh.SecretKey.from_bytes(seed), Ed25519PrivateKey.from_private_bytes(seed)
-    signature = key.sign(message)
-    assert signature.to_bytes() == reference.sign(message)
-    assert key.public().to_bytes() == reference.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-    key.public().verify(message, signature)
-    with pytest.raises(iroh.IrohError):
-        key.public().verify(message[:-1] + bytes([message[-1] ^ 1]), signature)
 
 
 def test_nostr_sdk_apply() -> None:
@@ -132,15 +94,15 @@ def fill(builder) -> bytes:  # type: ignore[no-untyped-def]
     return builder.written()
 
 
-@pytest.mark.parametrize("version", ["1.1.0", "1.2.1", "2.0.0"])
+@pytest.mark.parametrize("version", ["0.44.0", "0.45.2", "1.0.0"])
 def test_unchecked_version_of_a_per_byte_binding_is_refused(version: str) -> None:
     module = per_byte_module()
     original = module._UniffiRustBufferBuilder.write
     with pytest.raises(BindingShapeChanged) as info:
-        patch_module(module, "iroh", version)
+        patch_module(module, "nostr-sdk", version)
     assert str(info.value) == (
-        f"iroh {version} still copies bytes one at a time but this patch was only checked against ['1.2.0']: "
-        "pin iroh to a checked version"
+        f"nostr-sdk {version} still copies bytes one at a time but this patch was only checked against "
+        "['0.45.1']: pin nostr-sdk to a checked version"
     )
     assert module._UniffiRustBufferBuilder.write is original  # nothing half-patched
 
@@ -170,13 +132,13 @@ def test_checked_version_is_patched_and_writes_the_same_bytes() -> None:
 )
 def test_module_without_a_builder_is_refused(module) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(BindingShapeChanged, match=r"^empty_ffi has no _UniffiRustBufferBuilder with _reserve/write"):
-        patch_module(module, "iroh", "1.2.0")
+        patch_module(module, "nostr-sdk", "0.45.1")
 
 
-@pytest.mark.parametrize("version", ["1.2.0", "9.9.9"])
+@pytest.mark.parametrize("version", ["0.45.1", "9.9.9"])
 def test_bulk_builder_is_left_alone(version: str) -> None:
     module = bulk_module()
     original = module._UniffiRustBufferBuilder.write
     assert needs_patch(module) is False
-    assert patch_module(module, "iroh", version) is False
+    assert patch_module(module, "nostr-sdk", version) is False
     assert module._UniffiRustBufferBuilder.write is original

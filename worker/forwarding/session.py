@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tunnelpy.common.allowlist import Proto, Source
 from tunnelpy.common.errors import ConnectFailed, ConnectionLost, ProtocolError, StreamReset
 from tunnelpy.common.logs import get_logger
-from tunnelpy.worker.forwarding.tcp import Traffic, dial, splice
+from tunnelpy.worker.forwarding.tcp import Traffic, dial, splice_socket
 from tunnelpy.worker.forwarding.udp import UdpLink, serve_worker_udp
 from tunnelpy.worker.forwarding.wire import StreamKind, parse_stream_header
 from tunnelpy.worker.transport.interface import Connection, Stream
@@ -46,6 +46,9 @@ class WorkerSession:
 
     def __init__(self, conn: Connection, target: SessionTarget, traffic: Traffic) -> None:
         self.conn, self.target, self.traffic = conn, target, traffic
+        counters = getattr(conn, "counters", None)
+        if counters is not None:  # a native connection: its counters see every byte
+            traffic.follow(counters, sent_is_up=False)
         self.draining = False
         self._idle = asyncio.Event()
 
@@ -81,12 +84,12 @@ class WorkerSession:
                 kind = parse_stream_header(await read_exact(stream, 2))
             if kind is not StreamKind.TCP or self.draining:
                 raise ProtocolError("draining" if self.draining else f"{kind.name} stream on a tcp session")
-            reader, writer = await dial(self.target.addresses, self.target.source.port)
+            sock = await dial(self.target.addresses, self.target.source.port)
         except (ProtocolError, ConnectFailed, StreamReset, TimeoutError) as exc:
             log.warning("tcp.stream_refused", error=str(exc) or "header timeout")
             stream.reset()
             return
-        await splice(stream, reader, writer, self.traffic, local_is_source=True)
+        await splice_socket(stream, sock, self.traffic, local_is_source=True)
         if self.draining and self.traffic.streams_open == 0:
             self._idle.set()
 
@@ -98,8 +101,12 @@ class WorkerSession:
                 kind = parse_stream_header(await read_exact(frames, 2))
             if kind is not StreamKind.UDP_FRAMES:
                 raise ProtocolError(f"{kind.name} stream on a udp session")
-            link = UdpLink(self.conn, frames, self.traffic, outbound_is_up=False)
-            await serve_worker_udp(link, self.target.addresses, self.target.source.port)
+            native = getattr(self.conn, "serve_udp_worker", None)
+            if native is not None:  # the flows run in Rust
+                await native(frames, self.target.addresses, self.target.source.port)
+            else:
+                link = UdpLink(self.conn, frames, self.traffic, outbound_is_up=False)
+                await serve_worker_udp(link, self.target.addresses, self.target.source.port)
         except* (ConnectionLost, StreamReset) as group:
             reason = f"receiver connection closed ({group.exceptions[0]})"
         return reason

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from tunnelpy.common.errors import ConnectFailed, ConnectionLost, StreamReset
@@ -46,6 +46,35 @@ class Traffic:
     flows_open: int = 0  # UDP sessions: local clients with a live flow
     datagrams_dropped: int = 0  # UDP sessions: datagrams dropped on a full tunnel send queue
     on_streams: Callable[[], None] | None = None
+    # While a native connection carries the bytes: its counters and the totals before it.
+    _live: Callable[[], Mapping[str, int]] | None = None
+    _sent_is_up: bool = False
+    _base: tuple[int, int, int] = (0, 0, 0)
+
+    def follow(self, counters: Callable[[], Mapping[str, int]], *, sent_is_up: bool) -> None:
+        """Take bytes and drops from a native connection's live ``counters`` from now on."""
+        self.refresh()
+        self._base = (self.bytes_up, self.bytes_down, self.datagrams_dropped)
+        self._live, self._sent_is_up = counters, sent_is_up
+
+    def unfollow(self) -> None:
+        self.refresh()
+        self._live = None
+
+    @property
+    def native(self) -> bool:
+        return self._live is not None
+
+    def refresh(self) -> None:
+        """Bring the byte counters up to date (a no-op unless following a native connection)."""
+        if self._live is None:
+            return
+        c = self._live()
+        sent, received = c["bytes_sent"], c["bytes_received"]
+        up, down = (sent, received) if self._sent_is_up else (received, sent)
+        self.bytes_up, self.bytes_down = self._base[0] + up, self._base[1] + down
+        self.datagrams_dropped = self._base[2] + c["datagrams_dropped"]
+        self.flows_open = c["udp_flows"]
 
     def stream_opened(self) -> None:
         self.streams_open += 1
@@ -117,6 +146,40 @@ async def splice(
             await writer.wait_closed()
 
 
+def reset_socket(sock: socket.socket) -> None:
+    """Close a raw local TCP socket with an RST."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+    sock.close()
+
+
+async def splice_socket(stream: Stream, sock: socket.socket, traffic: Traffic, *, local_is_source: bool) -> None:
+    """Forward one connected local socket over ``stream``. A native stream takes the socket
+    itself (payload bytes stay in Rust); any other goes through :func:`splice`."""
+    native = getattr(stream, "splice_tcp", None)
+    if native is None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=sock, limit=READER_LIMIT)
+        except BaseException:
+            reset_socket(sock)
+            stream.reset()
+            raise
+        await splice(stream, reader, writer, traffic, local_is_source=local_is_source)
+        return
+    traffic.stream_opened()
+    try:
+        sent, received = await native(sock.detach())
+    except (StreamReset, ConnectionLost) as exc:
+        log.debug("tcp.stream_aborted", error=str(exc))
+    else:
+        if not traffic.native:  # else the connection's counters already hold these bytes
+            up, down = (received, sent) if local_is_source else (sent, received)
+            traffic.bytes_up += up
+            traffic.bytes_down += down
+    finally:
+        traffic.stream_closed()
+
+
 async def open_stream_with_retry(conn: Connection, kind: StreamKind) -> Stream:
     """Open a stream and send its header: 3 tries, 100 ms backoff doubling (tunnel-rs parity)."""
     delay = OPEN_BACKOFF
@@ -134,19 +197,33 @@ async def open_stream_with_retry(conn: Connection, kind: StreamKind) -> Stream:
     raise AssertionError("unreachable")
 
 
-async def dial(addresses: Sequence[str], port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _connect(address: str, port: int) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        await loop.sock_connect(sock, (address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def dial(addresses: Sequence[str], port: int) -> socket.socket:
     """Connect to the first answering address, starting the next every 250 ms (Happy Eyeballs).
 
     Only the addresses the supervisor checked against the allow-list are dialled; attempts
     are owned here and cancelled (or closed, if they connected too late) before returning.
+    Returns the connected, non-blocking socket.
     """
     errors: list[str] = []
-    attempts: list[asyncio.Task[tuple[asyncio.StreamReader, asyncio.StreamWriter]]] = []
+    attempts: list[asyncio.Task[socket.socket]] = []
     winner = None
     try:
         async with asyncio.timeout(DIAL_TIMEOUT):
             for address in addresses:
-                attempts.append(asyncio.ensure_future(asyncio.open_connection(address, port, limit=READER_LIMIT)))
+                attempts.append(asyncio.ensure_future(_connect(address, port)))
                 winner = await _next_success(attempts, errors, HAPPY_EYEBALLS_DELAY)
                 if winner:
                     return winner
@@ -160,7 +237,7 @@ async def dial(addresses: Sequence[str], port: int) -> tuple[asyncio.StreamReade
         for task in attempts:
             task.cancel()
             if task.done() and not task.cancelled() and task.exception() is None:
-                task.result()[1].close()
+                task.result().close()
     raise ConnectFailed(f"cannot connect to port {port} on {', '.join(addresses)}: {'; '.join(errors)}")
 
 
@@ -176,5 +253,5 @@ async def _next_success(attempts: list, errors: list[str], timeout: float | None
         elif winner is None:
             winner = task.result()
         else:
-            task.result()[1].close()
+            task.result().close()
     return winner

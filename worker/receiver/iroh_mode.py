@@ -26,7 +26,7 @@ log = get_logger(__name__)
 
 
 async def request_session(
-    endpoint: iroh_transport.iroh.Endpoint, node_id: str, source: str, *, replaces: str = ""
+    endpoint: iroh_transport.Endpoint, node_id: str, source: str, *, replaces: str = ""
 ) -> sw.SessionAccepted:
     """Ask the sender's front door for a session; raises SessionRefused with its reason."""
     front = await iroh_transport.connect(endpoint, iroh_transport.peer_addr(node_id), sw.ALPN)

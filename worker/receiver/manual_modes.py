@@ -10,7 +10,9 @@ Both then serve ``--listen`` with the same data plane as iroh mode (:func:`serve
 
 from __future__ import annotations
 
-from tunnelpy.common.config import NetOptions, ReceiverConfig
+import dataclasses
+
+from tunnelpy.common.config import ReceiverConfig
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.common.logs import get_logger
 from tunnelpy.common.modes import Mode
@@ -50,19 +52,17 @@ async def _custom_manual(cfg: ReceiverConfig, local: LocalSide) -> None:
 
 
 async def _iroh_manual(cfg: ReceiverConfig, local: LocalSide) -> None:
-    net = NetOptions(no_relay=True, bind=cfg.net.bind, stun_servers=cfg.net.stun_servers)
+    net = dataclasses.replace(cfg.net, no_relay=True, relay_urls=(), relay_only=False, dns_server=None)
     endpoint = await iroh_transport.bind_endpoint(net, secret=None, alpns=[])
     try:
         addresses = await iroh_direct_addresses(endpoint, net)
         emit_block(
-            mb.IrohOffer(str(endpoint.id()), tuple(addresses), str(cfg.source)),
+            mb.IrohOffer(endpoint.endpoint_id(), tuple(addresses), str(cfg.source)),
             "Give this OFFER block to the sender (tunnel-py sender iroh-manual):",
         )
         answer = await read_pasted(mb.BlockKind.IROH_ANSWER)
         assert isinstance(answer, mb.IrohAnswer)
-        peer = iroh_transport.iroh.EndpointAddr(
-            iroh_transport.iroh.EndpointId.from_string(answer.endpoint_id), None, list(answer.direct_addresses)
-        )
+        peer = iroh_transport.peer_addr(answer.endpoint_id, what="answer", addresses=list(answer.direct_addresses))
         conn = await iroh_transport.connect(endpoint, peer, wire.ALPN, timeout=ICE_CONNECT_TIMEOUT)
         log.info("receiver.connected", transport="iroh", peer=answer.endpoint_id[:16])
         await _serve(conn, local)

@@ -77,6 +77,7 @@ class StatusLine:
         return self
 
     def _tick(self) -> None:
+        self._traffic.refresh()
         now = Sample(time.monotonic(), self._traffic.bytes_up, self._traffic.bytes_down)
         line = describe(self._conn.stats(), self._traffic, now, self._before)
         self._before = now

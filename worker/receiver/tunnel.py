@@ -22,7 +22,7 @@ from tunnelpy.common.config import ReceiverConfig
 from tunnelpy.common.errors import ConfigError, ConnectFailed, ConnectionLost, ExitCode, SessionRefused, TunnelError
 from tunnelpy.common.logs import get_logger
 from tunnelpy.worker.forwarding import wire
-from tunnelpy.worker.forwarding.tcp import READER_LIMIT, Traffic, abort_with_reset, open_stream_with_retry, splice
+from tunnelpy.worker.forwarding.tcp import Traffic, open_stream_with_retry, reset_socket, splice_socket
 from tunnelpy.worker.forwarding.udp import ReceiverUdp, UdpLink
 from tunnelpy.worker.receiver.backoff import Backoff
 from tunnelpy.worker.receiver.senders import RETRYABLE
@@ -80,15 +80,15 @@ class LocalSide:
         if self.udp is not None:
             await self.udp.run()
             return
+        loop = asyncio.get_running_loop()
+        self.sock.setblocking(False)
+        self.sock.listen(128)
         async with asyncio.TaskGroup() as tg:
-            server = await asyncio.start_server(
-                lambda r, w: tg.create_task(self._forward(r, w)) and None,
-                sock=self.sock,
-                limit=READER_LIMIT,
-                backlog=128,
-            )
-            async with server:
-                await asyncio.Event().wait()
+            while True:
+                client, _ = await loop.sock_accept(self.sock)
+                client.setblocking(False)
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                tg.create_task(self._forward(client))
 
     async def serve(self, conn: Connection) -> None:
         """Carry local traffic over ``conn`` until it ends: raises ConnectionLost with the reason."""
@@ -96,6 +96,9 @@ class LocalSide:
         if self.udp is not None:
             frames = await open_stream_with_retry(conn, wire.StreamKind.UDP_FRAMES)
             link = UdpLink(conn, frames, self.traffic, outbound_is_up=True)
+        counters = getattr(conn, "counters", None)
+        if counters is not None and self.udp is None:  # native TCP: Rust counts the bytes
+            self.traffic.follow(counters, sent_is_up=True)
         self._conn = conn
         self._live.set()
         self.connections += 1
@@ -119,20 +122,24 @@ class LocalSide:
             line.stop()
             self._live.clear()
             self._conn = None
+            self.traffic.unfollow()
         raise ConnectionLost(reason)
 
-    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _forward(self, client: socket.socket) -> None:
         conn = await self._current()
         if conn is None:
             log.warning("receiver.local_refused", reason=f"no tunnel within {CONNECT_WAIT:.0f} s")
-            abort_with_reset(writer)
+            reset_socket(client)
             return
         try:
             stream = await open_stream_with_retry(conn, wire.StreamKind.TCP)
         except ConnectionLost:
-            abort_with_reset(writer)
+            reset_socket(client)
             return
-        await splice(stream, reader, writer, self.traffic, local_is_source=False)
+        except BaseException:
+            reset_socket(client)
+            raise
+        await splice_socket(stream, client, self.traffic, local_is_source=False)
 
     async def _current(self) -> Connection | None:
         if not self._live.is_set():

@@ -1,9 +1,9 @@
-"""iroh behind the :mod:`tunnelpy.worker.transport.interface` interface, and endpoint construction.
+"""iroh (our native binding, :mod:`tunnelpy.worker._native`) behind the transport interface.
 
-Importing this module applies the uniffi byte-copy fix (:mod:`tunnelpy.common.uniffi_fastcopy`)
-before any data can cross the binding. Endpoints are always built here, from a
-:class:`~tunnelpy.common.config.NetOptions`, so the supervisor, the workers and the receiver
-agree on relay/discovery behaviour.
+Endpoints are always built here, from a :class:`~tunnelpy.common.config.NetOptions`, so the
+supervisor, the workers and the receiver agree on relay/discovery behaviour. Streams keep the
+generic ``read``/``write`` interface for control messages; ``splice_tcp`` is the fast path the
+TCP forwarders take, so payload bytes never reach Python.
 """
 
 from __future__ import annotations
@@ -13,9 +13,6 @@ import base64
 import binascii
 import contextlib
 
-import iroh
-
-from tunnelpy.common import uniffi_fastcopy
 from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import (
     ConfigError,
@@ -24,19 +21,18 @@ from tunnelpy.common.errors import (
     DatagramTooLarge,
     StreamReset,
 )
+from tunnelpy.worker import _native
 from tunnelpy.worker.transport.interface import TransportStats
-
-uniffi_fastcopy.apply("iroh")
 
 CONNECT_TIMEOUT = 10.0
 
+Endpoint = _native.Endpoint
+Incoming = _native.Incoming
+NativeError = _native.NativeError
+
 
 def describe(exc: BaseException) -> str:
-    """One line for a user: iroh errors print as empty strings (stack-notes §8), and their
-    messages span lines and name Rust source files; keep the first line of the message."""
-    if isinstance(exc, iroh.IrohError):
-        first = next((line.strip() for line in exc.message().splitlines() if line.strip()), "")
-        return f"{exc.kind().name.lower()}: {first}"
+    """One line for a user."""
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
@@ -51,136 +47,182 @@ def decode_secret(text: str, where: str) -> bytes:
     return raw
 
 
-def endpoint_options(net: NetOptions, *, secret: bytes | None, alpns: list[bytes]) -> iroh.EndpointOptions:
-    """Endpoint options for a :class:`NetOptions`; ``no_relay`` is fully offline (tests, LAN)."""
-    if net.relay_only or net.dns_server:
-        flag = "--relay-only" if net.relay_only else "--dns-server"
-        raise ConfigError(
-            f"{flag} is not supported: the iroh Python binding 1.2.0 exposes no way to force relayed "
-            "paths or to set a custom pkarr server; use --relay-url (relay fallback) instead"
-        )
+def endpoint_id_of(secret: bytes) -> str:
+    return _native.endpoint_id_of(secret)
+
+
+def _socket_text(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def endpoint_options(net: NetOptions, *, secret: bytes | None, alpns: list[bytes]) -> _native.EndpointOptions:
+    """Endpoint options for a :class:`NetOptions`; ``no_relay`` is fully offline (no relays,
+    no discovery, no port mapping, no probes)."""
+    kwargs: dict[str, object] = {"secret_key": secret, "alpns": list(alpns)}
     if net.no_relay:
-        preset, relay_mode = iroh.preset_minimal(), iroh.RelayMode.disabled()
+        kwargs["offline"] = True
+        if net.bind is None and net.bind6 is None:
+            # offline binds 127.0.0.1 only; a LAN user without --bind wants every interface
+            kwargs["bind_v4"] = "0.0.0.0:0"
     elif net.relay_urls:
-        preset, relay_mode = iroh.preset_n0(), iroh.RelayMode.custom_from_urls(list(net.relay_urls))
-    else:
-        preset, relay_mode = iroh.preset_n0(), iroh.RelayMode.default_mode()
-    bind = None
+        kwargs["relay_urls"] = list(net.relay_urls)
+        if net.relay_auth_token:
+            kwargs["relay_auth_token"] = str(net.relay_auth_token)
+    if net.relay_only:
+        if not net.relay_urls:
+            raise ConfigError("--relay-only needs --relay-url (the relay every path goes through)")
+        kwargs["relay_only"] = True
+    if net.dns_server:
+        if "://" in net.dns_server:
+            kwargs["pkarr_url"] = net.dns_server
+        else:
+            kwargs["dns_server"] = net.dns_server
+    if net.no_portmap:
+        kwargs["port_mapper"] = False
     if net.bind:
         host, port = net.bind
-        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    options = iroh.EndpointOptions(preset=preset, relay_mode=relay_mode, alpns=alpns)
-    if bind:
-        options.bind_addr = bind
-    if secret is not None:
-        options.secret_key = secret
-    return options
-
-
-async def bind_endpoint(net: NetOptions, *, secret: bytes | None, alpns: list[bytes]) -> iroh.Endpoint:
+        kwargs["bind_v6" if ":" in host else "bind_v4"] = _socket_text(host, port)
+    if net.bind6:
+        kwargs["bind_v6"] = _socket_text(*net.bind6)
+    t = net.transport
+    kwargs.update(congestion=t.congestion, keep_alive=t.keep_alive, idle_timeout=t.idle_timeout)
+    if t.receive_window is not None:
+        kwargs["receive_window"] = t.receive_window
+    if t.send_window is not None:
+        kwargs["send_window"] = t.send_window
+    if t.max_mtu is not None:
+        kwargs["max_mtu"] = t.max_mtu
     try:
-        return await iroh.Endpoint.bind(endpoint_options(net, secret=secret, alpns=alpns))
-    except iroh.IrohError as exc:
+        return _native.EndpointOptions(**kwargs)  # type: ignore[arg-type]
+    except _native.NativeError as exc:
+        raise ConfigError(f"iroh endpoint options: {describe(exc)}") from exc
+
+
+async def bind_endpoint(net: NetOptions, *, secret: bytes | None, alpns: list[bytes]) -> _native.Endpoint:
+    options = endpoint_options(net, secret=secret, alpns=alpns)
+    try:
+        return await _native.Endpoint.bind(options)
+    except _native.NativeError as exc:
         raise ConfigError(f"cannot bind the iroh endpoint ({describe(exc)}); check --bind") from exc
 
 
-async def close_endpoint(endpoint: iroh.Endpoint | None) -> None:
+async def close_endpoint(endpoint: _native.Endpoint | None) -> None:
     """Best-effort close, bounded: shutting down must never hang on a dead peer or a crashed stack."""
     if endpoint is None:
         return
-    with contextlib.suppress(Exception):  # whatever iroh raises here, the endpoint is going away
+    with contextlib.suppress(Exception):  # whatever happens here, the endpoint is going away
         async with asyncio.timeout(2):
             await endpoint.close()
 
 
-def ticket_of(endpoint: iroh.Endpoint) -> str:
-    return str(iroh.EndpointTicket.from_addr(endpoint.addr()))
+def ticket_of(endpoint: _native.Endpoint, extra_addresses: list[str] | None = None) -> str:
+    if not extra_addresses:
+        return endpoint.ticket()
+    return _native.ticket_with(endpoint.ticket(), list(extra_addresses))
 
 
-def peer_addr(node_id_or_ticket: str, *, what: str = "--node-id") -> iroh.EndpointAddr:
-    """A bare EndpointId (hex or base32) or a full ticket that carries direct addresses."""
+def peer_addr(node_id_or_ticket: str, *, what: str = "--node-id", addresses: list[str] | None = None) -> str:
+    """A bare EndpointId (hex or base32) or a full ticket, checked; with ``addresses`` a
+    ticket carrying them."""
     text = node_id_or_ticket.strip()
     try:
-        if text.startswith("endpoint"):
-            return iroh.EndpointTicket.from_string(text).endpoint_addr()
-        return iroh.EndpointAddr(iroh.EndpointId.from_string(text), None, [])
-    except iroh.IrohError as exc:
+        return _native.ticket_with(text, list(addresses or ()))
+    except _native.NativeError as exc:
         raise ConfigError(f"{what} {text[:24]!r}...: not an EndpointId or endpoint ticket ({describe(exc)})") from exc
 
 
-async def connect(
-    endpoint: iroh.Endpoint, addr: iroh.EndpointAddr, alpn: bytes, timeout: float = CONNECT_TIMEOUT
-) -> IrohConnection:
-    """Connect with a deadline: iroh waits 30 s+ on a dead address (stack-notes §8)."""
+def ticket_parts(ticket: str) -> tuple[str, list[str]]:
+    """The EndpointId and the direct addresses of a ticket."""
     try:
-        async with asyncio.timeout(timeout):
-            return IrohConnection(await endpoint.connect(addr, alpn))
-    except TimeoutError as exc:
-        raise ConnectFailed(f"no answer from {addr.id().fmt_short()} within {timeout:.0f} s") from exc
-    except iroh.IrohError as exc:
-        raise ConnectFailed(f"cannot connect to {addr.id().fmt_short()}: {describe(exc)}") from exc
+        return _native.ticket_parts(ticket)
+    except _native.NativeError as exc:
+        raise ConfigError(f"ticket {ticket[:24]!r}...: {describe(exc)}") from exc
+
+
+async def connect(
+    endpoint: _native.Endpoint, addr: str, alpn: bytes, timeout: float = CONNECT_TIMEOUT
+) -> IrohConnection:
+    """Connect with a deadline: a dead address must not hold a caller for long."""
+    try:
+        return IrohConnection(await endpoint.connect(addr, alpn, timeout))
+    except _native.NativeConfigError as exc:
+        raise ConfigError(describe(exc)) from exc
+    except _native.NativeError as exc:
+        raise ConnectFailed(describe(exc)) from exc
+
+
+async def accept_connection(incoming: _native.Incoming, timeout: float = CONNECT_TIMEOUT) -> IrohConnection:
+    """Run an incoming connection's handshake (ConnectFailed if it fails or times out)."""
+    try:
+        return IrohConnection(await incoming.accept(timeout))
+    except _native.NativeError as exc:
+        raise ConnectFailed(describe(exc)) from exc
 
 
 class IrohStream:
-    """One iroh bi-stream; iroh's own flow control bounds ``write_all`` (backpressure)."""
+    """One native bi-stream; QUIC flow control bounds ``write`` (backpressure)."""
 
-    __slots__ = ("_recv", "_send")
+    __slots__ = ("_bi",)
 
-    def __init__(self, bi: iroh.BiStream) -> None:
-        self._send = bi.send()
-        self._recv = bi.recv()
+    def __init__(self, bi: _native.BiStream) -> None:
+        self._bi = bi
 
     async def read(self, max_bytes: int) -> bytes:
         try:
-            return await self._recv.read(max_bytes)
-        except iroh.IrohError as exc:
+            return await self._bi.read(max_bytes)
+        except _native.NativeError as exc:
             raise StreamReset(describe(exc)) from exc
 
     async def write(self, data: bytes) -> None:
         try:
-            await self._send.write_all(data)
-        except iroh.IrohError as exc:
+            await self._bi.write_all(data)
+        except _native.NativeError as exc:
             raise StreamReset(describe(exc)) from exc
 
     async def finish(self) -> None:
         try:
-            await self._send.finish()
-        except iroh.IrohError as exc:
+            await self._bi.finish()
+        except _native.NativeError as exc:
             raise StreamReset(describe(exc)) from exc
 
+    @property
+    def native(self) -> _native.BiStream:
+        return self._bi
+
     def reset(self) -> None:
-        # reset/stop are coroutines in the binding; schedule them and let the stream go.
-        loop = asyncio.get_running_loop()
-        for coro in (self._send.reset(0), self._recv.stop(0)):
-            task = loop.create_task(coro)
-            task.add_done_callback(_ignore_result)
+        with contextlib.suppress(_native.NativeError):
+            self._bi.reset(0)
 
-
-def _ignore_result(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()
+    async def splice_tcp(self, fd: int) -> tuple[int, int]:
+        """Hand the connected TCP socket ``fd`` (owned from now on) to Rust: ``(sent, received)``."""
+        try:
+            return await self._bi.splice_tcp(fd)
+        except _native.NativeConnectionLost as exc:
+            raise ConnectionLost(describe(exc)) from exc
+        except _native.NativeError as exc:
+            raise StreamReset(describe(exc)) from exc
 
 
 class IrohConnection:
-    """An iroh ``Connection`` as a transport :class:`~tunnelpy.worker.transport.interface.Connection`."""
+    """A native ``Connection`` as a transport :class:`~tunnelpy.worker.transport.interface.Connection`."""
 
-    def __init__(self, conn: iroh.Connection) -> None:
+    def __init__(self, conn: _native.Connection) -> None:
         self.raw = conn
 
     @property
     def remote_id(self) -> str:
-        return str(self.raw.remote_id())
+        return self.raw.remote_id
 
     async def open_stream(self) -> IrohStream:
         try:
             return IrohStream(await self.raw.open_bi())
-        except iroh.IrohError as exc:
+        except _native.NativeError as exc:
             raise ConnectionLost(describe(exc)) from exc
 
     async def accept_stream(self) -> IrohStream:
         try:
             return IrohStream(await self.raw.accept_bi())
-        except iroh.IrohError as exc:
+        except _native.NativeError as exc:
             raise ConnectionLost(describe(exc)) from exc
 
     def max_datagram_size(self) -> int | None:
@@ -191,29 +233,40 @@ class IrohConnection:
         if limit is None or len(data) > limit:
             raise DatagramTooLarge(f"{len(data)} bytes > {limit}")
         try:
-            await self.raw.send_datagram_wait(data)
-        except iroh.IrohError as exc:
+            await self.raw.send_datagram(data)
+        except _native.NativeConfigError as exc:
+            raise DatagramTooLarge(describe(exc)) from exc
+        except _native.NativeError as exc:
             raise ConnectionLost(describe(exc)) from exc
 
     async def recv_datagram(self) -> bytes:
         try:
-            return await self.raw.read_datagram()
-        except iroh.IrohError as exc:
+            return await self.raw.recv_datagram()
+        except _native.NativeError as exc:
             raise ConnectionLost(describe(exc)) from exc
 
     def stats(self) -> TransportStats:
         s = self.raw.stats()
-        rtt = self.raw.rtt()
         return TransportStats(
-            rtt_ms=None if rtt is None else float(rtt),
-            lost_packets=s.lost_packets,
-            udp_tx_bytes=s.udp_tx_bytes,
-            udp_rx_bytes=s.udp_rx_bytes,
-            path=next(("relay" if p.is_relay else "direct" for p in self.raw.paths() if p.is_selected), None),
+            rtt_ms=s["rtt_ms"],
+            lost_packets=s["lost_packets"],
+            udp_tx_bytes=s["udp_tx_bytes"],
+            udp_rx_bytes=s["udp_rx_bytes"],
+            path=None if s["path"] == "none" else s["path"],
         )
 
+    def counters(self) -> _native.Counters:
+        return self.raw.counters()
+
+    async def serve_udp_worker(self, stream: IrohStream, addresses: tuple[str, ...], port: int) -> None:
+        """The worker's UDP flows, in Rust, until the connection ends (ConnectionLost)."""
+        try:
+            await self.raw.serve_udp_worker(stream.native, list(addresses), port)
+        except _native.NativeError as exc:
+            raise ConnectionLost(describe(exc)) from exc
+
     def close(self, code: int = 0, reason: str = "") -> None:
-        self.raw.close(code, reason.encode())
+        self.raw.close(code, reason)
 
     async def wait_closed(self) -> str:
         return await self.raw.closed()

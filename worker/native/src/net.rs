@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use iroh::endpoint::{Connection as IrohConnection, ConnectionError, RecvStream, SendStream};
+use iroh::endpoint::{
+    Connection as IrohConnection, ConnectionError, Incoming as IrohIncoming, IncomingAddr,
+    RecvStream, SendStream,
+};
 use iroh::{EndpointAddr, EndpointId, TransportAddr};
 use iroh_tickets::endpoint::EndpointTicket;
 
@@ -85,6 +88,21 @@ impl Endpoint {
         }
     }
 
+    /// The next incoming connection *before* its handshake, so a caller can refuse it by
+    /// address without spending any crypto; `None` once closed.
+    pub async fn accept_incoming(&self) -> Option<Incoming> {
+        let incoming = self.inner.accept().await?;
+        let remote = match incoming.remote_addr() {
+            IncomingAddr::Ip(addr) => addr.to_string(),
+            IncomingAddr::Relay { url, .. } => format!("relay {url}"),
+            _ => "custom".to_string(),
+        };
+        Some(Incoming {
+            inner: std::sync::Mutex::new(Some(incoming)),
+            remote,
+        })
+    }
+
     pub async fn close(&self) {
         self.inner.close().await
     }
@@ -92,6 +110,76 @@ impl Endpoint {
     pub fn is_closed(&self) -> bool {
         self.inner.is_closed()
     }
+}
+
+/// An incoming connection whose handshake has not started: accept it once or refuse it.
+#[derive(Debug)]
+pub struct Incoming {
+    inner: std::sync::Mutex<Option<IrohIncoming>>,
+    remote: String,
+}
+
+impl Incoming {
+    /// `IP:PORT`, `relay <url>` or `custom`.
+    pub fn remote_addr(&self) -> &str {
+        &self.remote
+    }
+
+    fn take(&self) -> Result<IrohIncoming> {
+        self.inner
+            .lock()
+            .expect("not poisoned")
+            .take()
+            .ok_or_else(|| {
+                Error::Config("this incoming connection was already accepted or refused".into())
+            })
+    }
+
+    /// Runs the handshake; `timeout` bounds it.
+    pub async fn accept(&self, timeout: Duration) -> Result<Connection> {
+        let accepting = self
+            .take()?
+            .accept()
+            .map_err(|e| Error::ConnectFailed(format!("handshake refused: {}", describe(&e))))?;
+        match tokio::time::timeout(timeout, accepting).await {
+            Err(_) => Err(Error::ConnectFailed(format!(
+                "handshake not done within {:.1} s",
+                timeout.as_secs_f64()
+            ))),
+            Ok(Err(e)) => Err(Error::ConnectFailed(format!(
+                "handshake failed: {}",
+                describe(&e)
+            ))),
+            Ok(Ok(conn)) => Ok(Connection::new(conn)),
+        }
+    }
+
+    /// Refuse without a handshake (idempotent).
+    pub fn refuse(&self) {
+        if let Ok(incoming) = self.take() {
+            incoming.refuse();
+        }
+    }
+}
+
+/// A ticket for `peer` (a ticket or an EndpointId) with `extra` direct addresses added.
+pub fn ticket_with(peer: &str, extra: &[std::net::SocketAddr]) -> Result<String> {
+    let mut addr = parse_peer(peer)?;
+    for a in extra {
+        addr = addr.with_ip_addr(*a);
+    }
+    Ok(EndpointTicket::new(addr).to_string())
+}
+
+/// A ticket's (or EndpointId's) id and direct addresses.
+pub fn ticket_parts(peer: &str) -> Result<(String, Vec<std::net::SocketAddr>)> {
+    let addr = parse_peer(peer)?;
+    Ok((addr.id.to_string(), addr.ip_addrs().copied().collect()))
+}
+
+/// The EndpointId (64 hex digits) of a 32-byte secret key.
+pub fn endpoint_id_of(secret: &[u8; 32]) -> String {
+    iroh::SecretKey::from_bytes(secret).public().to_string()
 }
 
 /// A ticket (`endpoint...`) or a bare EndpointId (hex or base32).

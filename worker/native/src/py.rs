@@ -189,6 +189,35 @@ fn set_worker_threads(n: u32) -> PyResult<()> {
     Ok(())
 }
 
+/// A ticket for `peer` (ticket or EndpointId) with the direct addresses `addresses` added.
+#[pyfunction]
+fn ticket_with(peer: &str, addresses: Vec<String>) -> PyResult<String> {
+    let mut extra = Vec::with_capacity(addresses.len());
+    for a in &addresses {
+        extra.push(
+            a.parse::<SocketAddr>()
+                .map_err(|_| config(format!("{a:?} is not IP:PORT")))?,
+        );
+    }
+    net::ticket_with(peer, &extra).map_err(to_py)
+}
+
+/// `(endpoint_id, ["IP:PORT", ...])` of a ticket or an EndpointId.
+#[pyfunction]
+fn ticket_parts(peer: &str) -> PyResult<(String, Vec<String>)> {
+    let (id, addrs) = net::ticket_parts(peer).map_err(to_py)?;
+    Ok((id, addrs.iter().map(|a| a.to_string()).collect()))
+}
+
+/// The EndpointId of a 32-byte secret key.
+#[pyfunction]
+fn endpoint_id_of(secret: &[u8]) -> PyResult<String> {
+    let key: [u8; 32] = secret
+        .try_into()
+        .map_err(|_| config("a secret key is 32 bytes"))?;
+    Ok(net::endpoint_id_of(&key))
+}
+
 /// Whether this process has started the native runtime (and its threads).
 #[pyfunction]
 fn runtime_started() -> bool {
@@ -425,6 +454,16 @@ impl Endpoint {
         })
     }
 
+    /// The next incoming connection before its handshake, or None once closed.
+    fn accept_incoming<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let ep = self.inner.clone();
+        spawn(py, async move {
+            Ok(ep.accept_incoming().await.map(|inner| Incoming {
+                inner: Arc::new(inner),
+            }))
+        })
+    }
+
     /// Waits until a home relay is connected (never returns with relays disabled).
     fn online<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let ep = self.inner.clone();
@@ -444,6 +483,39 @@ impl Endpoint {
 
     fn is_closed(&self) -> bool {
         self.inner.is_closed()
+    }
+}
+
+// ---- incoming ------------------------------------------------------------------------
+
+/// An incoming connection before its handshake.
+#[pyclass(frozen, module = "tunnelpy.worker._native")]
+struct Incoming {
+    inner: Arc<net::Incoming>,
+}
+
+#[pymethods]
+impl Incoming {
+    /// `IP:PORT`, `relay <url>` or `custom`.
+    fn remote_addr(&self) -> String {
+        self.inner.remote_addr().to_string()
+    }
+
+    #[pyo3(signature = (timeout=10.0))]
+    fn accept<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let inc = self.inner.clone();
+        let timeout = seconds(Some(timeout), "timeout")?.expect("given");
+        spawn(py, async move {
+            let conn = inc.accept(timeout).await.map_err(to_py)?;
+            Ok(Connection { inner: conn })
+        })
+    }
+
+    fn refuse(&self) {
+        if runtime().is_ok() {
+            let _guard = pyo3_async_runtimes::tokio::get_runtime().enter();
+            self.inner.refuse();
+        }
     }
 }
 
@@ -735,10 +807,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<EndpointOptions>()?;
     m.add_class::<Endpoint>()?;
+    m.add_class::<Incoming>()?;
     m.add_class::<Connection>()?;
     m.add_class::<BiStream>()?;
     m.add_function(wrap_pyfunction!(set_worker_threads, m)?)?;
     m.add_function(wrap_pyfunction!(runtime_started, m)?)?;
+    m.add_function(wrap_pyfunction!(ticket_with, m)?)?;
+    m.add_function(wrap_pyfunction!(endpoint_id_of, m)?)?;
+    m.add_function(wrap_pyfunction!(ticket_parts, m)?)?;
     let at_exit = wrap_pyfunction!(_at_exit, m)?;
     py.import("atexit")?.call_method1("register", (at_exit,))?;
     m.add("NativeError", py.get_type::<NativeError>())?;
