@@ -89,4 +89,5 @@ async def run_receiver(cfg: ReceiverConfig) -> ExitCode:
 
 def _short(node_id: str) -> str:
     """A sender as the log names it: its EndpointId, short (a ticket carries addresses too)."""
-    return iroh_transport.peer_addr(node_id).id().fmt_short()
+    endpoint_id, _ = iroh_transport.ticket_parts(iroh_transport.peer_addr(node_id))
+    return endpoint_id[:10]
