@@ -25,7 +25,7 @@ from tunnelpy.common.merge import RawValues, merge_sender_values
 from tunnelpy.common.modes import Mode
 from tunnelpy.common.options import DEFAULT_STUN_SERVERS, default_of
 from tunnelpy.common.options_nostr import DEFAULT_NOSTR_RELAYS, NSEC_ENV
-from tunnelpy.common.private_files import read_secret, read_trusted
+from tunnelpy.common.private_files import read_authorized_keys, read_secret
 
 NODE_ORDERS = ("order", "random")  # how a receiver goes through its senders (``node_order``)
 
@@ -274,21 +274,6 @@ def _nostr_options(raw: RawValues, *, sender: bool) -> NostrOptions:
         republish_interval=_bounded(raw, "republish_interval"),
         max_wait=_bounded(raw, "max_wait"),
     )
-
-
-def read_authorized_keys(path: str, where: str) -> frozenset[str]:
-    """Read EndpointIds, one per line; ``#`` starts a comment; each must be 64 hex chars."""
-    lines = read_trusted(Path(path), where).splitlines()
-    keys = set()
-    for number, line in enumerate(lines, 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
-        key = text.split()[0].lower()
-        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
-            raise ConfigError(f"{where} {path}:{number}: {key!r} is not an EndpointId (64 hex characters)")
-        keys.add(key)
-    return frozenset(keys)
 
 
 def _authorized_keys(raw: RawValues) -> frozenset[str] | None:

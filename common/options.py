@@ -22,6 +22,7 @@ from tunnelpy.common.options_nostr import (
     NOSTR_RECEIVER_OPTIONS,
     NOSTR_SENDER_OPTIONS,
 )
+from tunnelpy.common.options_transport import IROH_TRANSPORT_OPTIONS
 
 # Used when a STUN mode lists no server. The option's own default stays None, so that "not
 # given" (use these) and an explicit empty list in YAML (no STUN at all) remain distinguishable.
@@ -125,65 +126,7 @@ _COMMON = (
         metavar="[IP]:PORT",
         modes=_IROH_BOTH,
     ),
-    # The QUIC transport of the iroh endpoint.
-    Option(
-        "congestion",
-        "--congestion",
-        "QUIC congestion controller: default, cubic, newreno or bbr3",
-        default="default",
-        metavar="NAME",
-        modes=_IROH_BOTH,
-    ),
-    Option(
-        "receive_window",
-        "--receive-window",
-        "QUIC connection receive window, bytes (0 = iroh's default)",
-        kind="int",
-        default=0,
-        metavar="BYTES",
-        modes=_IROH_BOTH,
-        bounds=(0, 1 << 30),
-    ),
-    Option(
-        "send_window",
-        "--send-window",
-        "QUIC send window, bytes (0 = iroh's default)",
-        kind="int",
-        default=0,
-        metavar="BYTES",
-        modes=_IROH_BOTH,
-        bounds=(0, 1 << 30),
-    ),
-    Option(
-        "keep_alive",
-        "--keep-alive",
-        "seconds between QUIC keep-alives on an idle connection",
-        kind="float",
-        default=5.0,
-        metavar="S",
-        modes=_IROH_BOTH,
-        bounds=(0.5, 600),
-    ),
-    Option(
-        "idle_timeout",
-        "--idle-timeout",
-        "seconds without a packet from the peer before a connection is dead (its worker then ends)",
-        kind="float",
-        default=15.0,
-        metavar="S",
-        modes=_IROH_BOTH,
-        bounds=(1, 3_600),
-    ),
-    Option(
-        "max_mtu",
-        "--max-mtu",
-        "upper bound of QUIC path-MTU discovery, bytes (0 = iroh's default)",
-        kind="int",
-        default=0,
-        metavar="BYTES",
-        modes=_IROH_BOTH,
-        bounds=(0, 65_527),
-    ),
+    *IROH_TRANSPORT_OPTIONS,
     Option(
         "log_format",
         "--log-format",

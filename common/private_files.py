@@ -207,3 +207,18 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def read_authorized_keys(path: str, where: str) -> frozenset[str]:
+    """Read EndpointIds, one per line; ``#`` starts a comment; each must be 64 hex chars."""
+    lines = read_trusted(Path(path), where).splitlines()
+    keys = set()
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        key = text.split()[0].lower()
+        if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
+            raise ConfigError(f"{where} {path}:{number}: {key!r} is not an EndpointId (64 hex characters)")
+        keys.add(key)
+    return frozenset(keys)

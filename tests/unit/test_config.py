@@ -13,6 +13,7 @@ from tunnelpy.common import options as opts
 from tunnelpy.common.allowlist import AllowLists, Proto, Source
 from tunnelpy.common.errors import ConfigError, ExitCode
 from tunnelpy.common.merge import RawValues
+from tunnelpy.common.private_files import read_authorized_keys
 
 REPO = Path(__file__).parents[2]
 EXAMPLES = REPO / "deploy" / "examples"
@@ -500,7 +501,7 @@ def test_example_sender_config_loads(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert config.allowed.tcp or config.allowed.udp
     # `authorized_keys: authorized_keys` in the file is resolved next to the file, not in the cwd.
     assert config.authorized_keys
-    assert config.authorized_keys == cfg.read_authorized_keys(str(EXAMPLES / "authorized_keys"), "example")
+    assert config.authorized_keys == read_authorized_keys(str(EXAMPLES / "authorized_keys"), "example")
 
 
 def test_example_sender_config_loads_by_relative_path_from_the_repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
