@@ -131,6 +131,7 @@ class Lab:
         self._tag = tag
         self._namespaces: list[Host] = []
         self._links: dict[str, list[Link]] = {}
+        self._offloads_off = False
         self._routers = 0
         self._lan_hosts: dict[str, int] = {}
         self._delayers: dict[str, subprocess.Popen[str]] = {}
@@ -214,6 +215,7 @@ class Lab:
             )
         link = Link(host, device, router, "lan", gateway, public)
         links.append(link)
+        self._offloads_off = False  # the new link's veths have theirs on (shape() again after adding one)
         return link
 
     # -- drills ---------------------------------------------------------------------------
@@ -261,6 +263,7 @@ class Lab:
         The kernels we run on lack tc netem, so the delay is a user-space delay line per router
         (tests/nat/delay.py, NFQUEUE) and the loss iptables' `statistic` match. Calling it again
         replaces the shaping; shape(0) removes it."""
+        self._wire_sized_packets()
         for router in self._router_hosts():
             router.sh("iptables -t mangle -F FORWARD")
             old = self._delayers.pop(router.name, None)
@@ -281,6 +284,22 @@ class Lab:
                     raise RuntimeError(f"{router.name}: the delay line did not start")
                 self._delayers[router.name] = line
                 router.sh("iptables -t mangle -A FORWARD -j NFQUEUE --queue-num 0")
+
+    def _wire_sized_packets(self) -> None:
+        """Segmentation offloads off on every veth of the lab: a loss rule or a delay line then
+        sees packets of wire size, not 64 KB TCP/UDP super-packets (which would make TCP's loss
+        rate per segment tens of times lower than QUIC's)."""
+        if self._offloads_off:
+            return
+        if shutil.which("ethtool") is None:
+            raise RuntimeError("ethtool is not installed: run scripts/setup-test-env")
+        devices = [(self.server, f"p{n}") for n in range(1, self._routers + 1)]
+        for links in self._links.values():
+            for link in links:
+                devices += [(link.host, link.device), (link.router, "lan"), (link.router, "wan")]
+        for host, device in devices:
+            host.sh(f"ethtool -K {device} tso off gso off gro off tx-udp-segmentation off")
+        self._offloads_off = True
 
     def _router_hosts(self) -> list[Host]:
         return [link.router for links in self._links.values() for link in links]

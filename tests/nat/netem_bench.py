@@ -29,7 +29,9 @@ from tunnelpy.bench.contenders import SshForward, SshServer
 from tunnelpy.bench.harness import ManualPair, Peer, listening_address, start_receiver, start_sender
 from tunnelpy.bench.modes import SENDER_ALLOWS
 
-CONTENDERS = ("ssh -L", "iroh", "iroh-manual", "custom-manual")
+CONTENDERS = ("ssh -L", "iroh", "iroh bbr3", "iroh-manual", "custom-manual")
+# "iroh bbr3": iroh mode with --congestion bbr3 on both sides (ssh -L runs over the kernel's TCP
+# congestion control, printed with the table; BBR there does not slow down for random loss)
 DEFAULT_PROFILES = ("25:0", "25:1")
 SOURCE_BYTES = 1 << 40  # never runs out within a measurement
 
@@ -47,11 +49,12 @@ async def _open(name: str, work: Path, peers: list[Peer], far: list[str], source
         await forward.start(work)
         session = await forward.open_session(("127.0.0.1", source_port), 1)
         return session.address, [forward.stop, sshd.stop]
-    if name == "iroh":
+    if name in ("iroh", "iroh bbr3"):
+        transport = ["--congestion", "bbr3"] if name == "iroh bbr3" else []
         _, ticket = await start_sender(
-            work, peers, bind=f"{PUBLIC_A}:0", prefix=far, extra=["--allow-any-receiver", *SENDER_ALLOWS]
+            work, peers, bind=f"{PUBLIC_A}:0", prefix=far, extra=["--allow-any-receiver", *SENDER_ALLOWS, *transport]
         )
-        _, address = await start_receiver(work, peers, ticket, source, extra=["--bind", "0.0.0.0:0"])
+        _, address = await start_receiver(work, peers, ticket, source, extra=["--bind", "0.0.0.0:0", *transport])
         assert address is not None
         return address, []
     if name == "iroh-manual":
@@ -168,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((label, json.loads(done.stdout.strip().splitlines()[-1])))
     finally:
         lab.close()
+    tcp = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
+    print(f"ssh -L over the kernel's TCP congestion control: {tcp}")
     print(_table(rows))
     if args.json:
         args.json.write_text(json.dumps([{"link": label, "results": r} for label, r in rows], indent=2))
