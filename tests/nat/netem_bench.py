@@ -9,6 +9,10 @@ DELAY_MS, LOSS_PCT each way). Each contender gets the same link in the same run;
 MB/s read by one TCP client in --seconds from its first byte (download: source -> client).
 This is a measurement, never a test: nothing here asserts a speed.
 
+The delay is a user-space delay line (tests/nat/delay.py: the kernels here lack tc netem); it
+moves some 40,000-50,000 packets/s on a loaded 2-core box, so figures close to the "direct TCP"
+row (the same link without any tunnel) are the delay line's ceiling, not the contender's.
+
 The near side runs as a second process of this module inside the NAT'd host (`--near`), so its
 127.0.0.1 is that host's, where the receivers and ssh -L listen.
 """
@@ -29,16 +33,23 @@ from tunnelpy.bench.contenders import SshForward, SshServer
 from tunnelpy.bench.harness import ManualPair, Peer, listening_address, start_receiver, start_sender
 from tunnelpy.bench.modes import SENDER_ALLOWS
 
-CONTENDERS = ("ssh -L", "iroh", "iroh bbr3", "iroh-manual", "custom-manual")
+CONTENDERS = ("direct TCP", "ssh -L", "iroh", "iroh bbr3", "iroh tuned", "iroh-manual", "custom-manual")
 # "iroh bbr3": iroh mode with --congestion bbr3 on both sides (ssh -L runs over the kernel's TCP
 # congestion control, printed with the table; BBR there does not slow down for random loss)
 DEFAULT_PROFILES = ("25:0", "25:1")
+TRANSPORT = {
+    "iroh": [],
+    "iroh bbr3": ["--congestion", "bbr3"],
+    "iroh tuned": ["--congestion", "bbr3", "--receive-window", str(16 << 20), "--send-window", str(32 << 20)],
+}
 SOURCE_BYTES = 1 << 40  # never runs out within a measurement
 
 
 async def _open(name: str, work: Path, peers: list[Peer], far: list[str], source_port: int, stun: str):
     """Start contender `name`; returns (local address, what to stop besides `peers`)."""
     source = f"tcp://127.0.0.1:{source_port}"
+    if name == "direct TCP":  # no tunnel: what the shaped link (and its delay line) carries at most
+        return (PUBLIC_A, source_port), []
     if name == "ssh -L":
         tools = [shutil.which(t, path=f"{os.environ.get('PATH', '')}:/usr/sbin") for t in ("sshd", "ssh", "ssh-keygen")]
         if not all(tools):
@@ -49,8 +60,8 @@ async def _open(name: str, work: Path, peers: list[Peer], far: list[str], source
         await forward.start(work)
         session = await forward.open_session(("127.0.0.1", source_port), 1)
         return session.address, [forward.stop, sshd.stop]
-    if name in ("iroh", "iroh bbr3"):
-        transport = ["--congestion", "bbr3"] if name == "iroh bbr3" else []
+    if name in TRANSPORT:
+        transport = TRANSPORT[name]
         _, ticket = await start_sender(
             work, peers, bind=f"{PUBLIC_A}:0", prefix=far, extra=["--allow-any-receiver", *SENDER_ALLOWS, *transport]
         )
@@ -82,8 +93,12 @@ async def _near(args: argparse.Namespace) -> dict[str, dict[str, object]]:
         peers: list[Peer] = []
         stops: list = []  # type: ignore[type-arg]
         with tempfile.TemporaryDirectory(prefix="netem-") as tmp:
+            work = Path(tmp)
+            if args.logs:  # keep the peers' logs: one folder per link profile and contender
+                work = args.logs / args.label.replace(" ", "_").replace(",", "") / name.replace(" ", "_")
+                work.mkdir(parents=True, exist_ok=True)
             try:
-                address, stops = await _open(name, Path(tmp), peers, far, args.source_port, args.stun)
+                address, stops = await _open(name, work, peers, far, args.source_port, args.stun)
                 result = await asyncio.to_thread(fetch, f"{address[0]}:{address[1]}", 30.0, args.seconds)
                 results[name] = result
             except Exception as exc:  # one contender's failure is a row of the table, not the end
@@ -127,10 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="read time per contender (default 10)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated, default: all")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--logs", type=Path, help="keep every peer's log under this folder")
     parser.add_argument("--near", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--far", help=argparse.SUPPRESS)
     parser.add_argument("--source-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--stun", help=argparse.SUPPRESS)
+    parser.add_argument("--label", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     if args.near:
@@ -162,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
                     str(args.seconds),
                     "--contenders",
                     ",".join(args.contenders),
+                    "--label",
+                    label,
+                    *(["--logs", str(args.logs.resolve())] if args.logs else []),
                 ],
                 timeout=len(args.contenders) * (args.seconds + 90),
                 check=False,

@@ -2,7 +2,7 @@
 loopback). Both print one JSON line.
 
     python3 -m tests.nat.traffic serve PORT SIZE [--rate BYTES_PER_S]
-        listens on 127.0.0.1:PORT, prints {"ready": PORT}, then sends SIZE deterministic bytes to
+        listens on 127.0.0.1:PORT (or --host), prints {"ready": PORT}, then sends SIZE deterministic bytes to
         every connection (paced to --rate when given, so a transfer can span a drill)
     python3 -m tests.nat.traffic fetch HOST:PORT [--timeout S] [--for S]
         connects (retrying until --timeout), reads to EOF (or for --for seconds after the first
@@ -61,8 +61,8 @@ def _send(conn: socket.socket, size: int, rate: float | None) -> None:
             pass
 
 
-def serve(port: int, size: int, rate: float | None) -> int:
-    listener = socket.create_server(("127.0.0.1", port))
+def serve(port: int, size: int, rate: float | None, host: str = "127.0.0.1") -> int:
+    listener = socket.create_server((host, port))
     print(json.dumps({"ready": listener.getsockname()[1]}), flush=True)
     while True:
         conn, _ = listener.accept()
@@ -112,13 +112,14 @@ def main() -> int:
     s.add_argument("port", type=int)
     s.add_argument("size", type=int)
     s.add_argument("--rate", type=float)
+    s.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     f = sub.add_parser("fetch")
     f.add_argument("target")
     f.add_argument("--timeout", type=float, default=60)
     f.add_argument("--for", dest="seconds", type=float)
     args = parser.parse_args()
     if args.cmd == "serve":
-        return serve(args.port, args.size, args.rate)
+        return serve(args.port, args.size, args.rate, args.host)
     print(json.dumps(fetch(args.target, args.timeout, args.seconds)), flush=True)
     return 0
 
