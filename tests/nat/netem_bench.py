@@ -126,7 +126,9 @@ def _table(rows: list[tuple[str, dict[str, dict[str, object]]]]) -> str:
 
 
 def _far_side(lab: Lab) -> int:
-    source = lab.server.popen([sys.executable, "-m", "tests.nat.traffic", "serve", "0", str(SOURCE_BYTES)], stdout=-1)
+    source = lab.server.popen(
+        [sys.executable, "-m", "tests.nat.traffic", "serve", "0", str(SOURCE_BYTES), "--host", "0.0.0.0"], stdout=-1
+    )
     assert source.stdout is not None
     return int(json.loads(source.stdout.readline())["ready"])
 
