@@ -98,7 +98,8 @@ def render(reply: cw.StatusReply) -> str:
         lines.append(
             f"{s['session_id']:16} {s['receiver_id'][:12]:12} {s['source'][:26]:26} {s['state']:10} "
             f"{s['age_s']:>6.0f}s {_size(s['bytes_up']):>9} {_size(s['bytes_down']):>9} "
-            f"{s['streams_open']:>4}/{s['streams_total']:<4} {rtt:>6} {s['path'] or '-':>6} {s['pid'] or '-':>7} {s.get('route') or '-'}"
+            f"{s['streams_open']:>4}/{s['streams_total']:<4} {rtt:>6} {s['path'] or '-':>6} {s['pid'] or '-':>7} "
+            f"{s.get('route') or '-'}"
         )
     return "\n".join(lines)
 

@@ -28,7 +28,8 @@ ICE_OPTIONS: tuple[Option, ...] = (
         "TURN server as an RFC 7065 URI: turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT] "
         "(TLS); a relay path when no direct one works, e.g. both sides behind symmetric NATs. "
         "Repeatable: a relay candidate is gathered from each (all share --turn-user and "
-        "--turn-password-file) and ICE uses whichever pair works best; YAML: one or a list",
+        "--turn-password-file); ICE tries direct pairs first and keeps the first pair that answers; "
+        "YAML: one or a list",
         kind="list",
         metavar="URI",
         modes=ICE_MODES,

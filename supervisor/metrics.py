@@ -174,7 +174,9 @@ class StatusCollector(Collector):
         memory_of = self._worker_memory([s["pid"] for s in sessions if s["pid"]])
         for s in sessions:
             ids = [s["session_id"]]
-            info.add_metric([*ids, s["receiver_id"], s["source"], s["state"], s["path"] or "unknown", s["route"] or ""], 1)
+            info.add_metric(
+                [*ids, s["receiver_id"], s["source"], s["state"], s["path"] or "unknown", s["route"] or ""], 1
+            )
             uptime.add_metric(ids, s["age_s"])
             if s["rtt_ms"] is not None:
                 rtt.add_metric(ids, s["rtt_ms"] / 1000)

@@ -37,7 +37,9 @@ async def run_nostr_receiver(cfg: ReceiverConfig) -> ExitCode:
 async def _session(cfg: ReceiverConfig, local: LocalSide) -> None:
     assert cfg.nostr is not None, "a nostr receiver has nostr options"
     keys, (sender,) = nostr_keys.identity(cfg.nostr)
-    agent = IceAgent(controlling=True, stun_server=stun_address(cfg.net), host_filter=cfg.net.ice_hosts, turn=cfg.net.turn)
+    agent = IceAgent(
+        controlling=True, stun_server=stun_address(cfg.net), host_filter=cfg.net.ice_hosts, turn=cfg.net.turn
+    )
     async with agent, asyncio.TaskGroup() as tg:
         # The QUIC stack takes a while to import: do it meanwhile (relays, ICE, the sender's worker).
         quic = tg.create_task(asyncio.to_thread(importlib.import_module, _QUIC))

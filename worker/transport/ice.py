@@ -24,7 +24,6 @@ import inspect
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -37,6 +36,7 @@ from tunnelpy.common.logs import get_logger
 from tunnelpy.common.turn import TurnOptions
 from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.worker.transport.ice_hosts import local_interfaces, select_host_addresses
+from tunnelpy.worker.transport.ice_pair import SelectedPair, local_candidate_seen
 from tunnelpy.worker.transport.ice_sockets import CandidateDemux, PacketHandler, relayed_candidates
 
 log = get_logger(__name__)
@@ -68,41 +68,7 @@ def _check_aioice_version() -> None:
 
 _check_aioice_version()
 
-__all__ = ["IceAgent", "IcePath", "SelectedPair", "select_host_addresses", "stun_address"]
-
-
-@dataclass(frozen=True, slots=True)
-class SelectedPair:
-    """The nominated candidate pair: addresses and candidate types (host, srflx, prflx, relay).
-
-    A relay candidate's address is its allocation on the TURN server.
-    """
-
-    local: tuple[str, int]
-    local_type: str
-    remote: tuple[str, int]
-    remote_type: str
-
-    @property
-    def route(self) -> str:
-        """The candidate types, local first: ``srflx->srflx``, ``relay->prflx``."""
-        return f"{self.local_type}->{self.remote_type}"
-
-    @property
-    def relayed(self) -> bool:
-        """A TURN allocation (ours or the peer's) carries the traffic."""
-        return "relay" in (self.local_type, self.remote_type)
-
-    @property
-    def path(self) -> str:
-        """``relay`` or ``direct``, as :class:`~tunnelpy.worker.transport.interface.TransportStats` says it."""
-        return "relay" if self.relayed else "direct"
-
-    def __str__(self) -> str:
-        return (
-            f"{self.local[0]}:{self.local[1]} ({self.local_type}) -> "
-            f"{self.remote[0]}:{self.remote[1]} ({self.remote_type})"
-        )
+__all__ = ["IceAgent", "IcePath", "SelectedPair", "local_candidate_seen", "select_host_addresses", "stun_address"]
 
 
 # --- aioice integration --------------------------------------------------------------------
@@ -117,10 +83,9 @@ class _TunnelIceConnection(aioice.Connection):
         self.host_addresses: list[str] | None = None  # None: aioice's default enumeration
         self.turn = turn
         self.relay_demuxes: list[CandidateDemux] = []
-        if not isinstance(getattr(self, "_protocols", None), list) or not isinstance(
-            getattr(self, "_nominated", None), dict
-        ):
-            raise RuntimeError("aioice.Connection changed shape: no _protocols/_nominated")
+        shapes = {"_protocols": list, "_nominated": dict, "_check_list": list}
+        if not all(isinstance(getattr(self, name, None), kind) for name, kind in shapes.items()):
+            raise RuntimeError("aioice.Connection changed shape: no _protocols/_nominated/_check_list")
 
     async def get_component_candidates(
         self, component: int, addresses: list[str], timeout: int = 5
@@ -148,6 +113,21 @@ class _TunnelIceConnection(aioice.Connection):
     def nominated_pair(self) -> aioice.ice.CandidatePair:
         return self._nominated[1]
 
+    def validated_pair(
+        self, protocol: aioice.ice.StunProtocol, addr: tuple[str, int]
+    ) -> aioice.ice.CandidatePair | None:
+        """The pair (``protocol``, ``addr``) if ICE proved the peer is there: our check on it
+        succeeded, or the peer nominated it with a check signed with our password."""
+        for pair in self._check_list:
+            if pair.protocol is protocol and pair.remote_addr == addr:
+                succeeded = pair.state == aioice.ice.CandidatePair.State.SUCCEEDED
+                return pair if succeeded or pair.remote_nominated else None
+        return None
+
+    def adopt(self, pair: aioice.ice.CandidatePair) -> None:
+        """Make ``pair`` the nominated one, so consent freshness checks the pair in use."""
+        self._nominated[pair.component] = pair
+
 
 class IcePath:
     """The selected pair as a datagram pipe for one consumer (the QUIC glue).
@@ -168,6 +148,7 @@ class IcePath:
         """The selected pair's transport: its UDP socket's (for socket options, e.g. PMTU
         probes), or aioice's ``TurnTransport`` on a relay candidate (no socket of its own)."""
         return self._demux.transport
+
     def attach(self, on_packet: PacketHandler, on_lost: Callable[[str], None]) -> None:
         """Deliver this pair's non-STUN datagrams to ``on_packet``; report socket loss."""
         self._demux.on_lost = lambda exc: on_lost(self._agent.loss_reason(exc))
@@ -205,6 +186,8 @@ class IceAgent:
         self._demuxes: dict[aioice.ice.StunProtocol, CandidateDemux] = {}
         self._selected: SelectedPair | None = None
         self._closing = False
+        self._connected_at = 0.0
+        self._connect_ms = 0.0
 
     @property
     def selected_pair(self) -> SelectedPair | None:
@@ -258,40 +241,77 @@ class IceAgent:
         except TimeoutError:
             raise ConnectFailed(
                 f"ICE found no working path to the peer within {timeout:g} s "
-                f"({self._describe_candidates()}): check firewalls and the host filter, or "
-                "give both sides a STUN server"
+                f"({self._describe_candidates()}): {self._advice()}"
             ) from None
         except ConnectionError as exc:
             raise ConnectFailed(
                 f"ICE failed: every candidate pair failed its checks ({exc}; "
-                f"{self._describe_candidates()}); check firewalls and the host filter"
+                f"{self._describe_candidates()}); {self._advice()}"
             ) from None
-        pair = self._conn.nominated_pair()
-        self._selected = SelectedPair(
-            pair.local_addr, pair.local_candidate.type, pair.remote_addr, pair.remote_candidate.type
-        )
-        selected = self._selected
+        self._connected_at = time.monotonic()
+        self._connect_ms = round((self._connected_at - started) * 1000, 1)
+        self._selected = self._name(self._conn.nominated_pair())
+        return self._selected
+
+    def path(self) -> IcePath:
+        """The controlling side's path: the pair it nominated (after :meth:`connect`)."""
+        if self._selected is None:
+            raise RuntimeError("IceAgent.path() before connect() succeeded")
+        return self._use(self._conn.nominated_pair())
+
+    async def follow_peer(self) -> IcePath:
+        """The controlled side's path: the validated pair the controlling peer's first
+        non-STUN datagram (its QUIC Initial) arrives on (after :meth:`connect`).
+
+        Why not our own nominated pair: aioice nominates aggressively (every check of the
+        controlling side carries USE-CANDIDATE), so several pairs get nominated and each side
+        keeps the last one it saw complete; with relay candidates the two often differ (ours
+        host->relay, theirs relay->relay) and each would send where the other does not listen.
+        The controlling side decides (RFC 8445 section 8.1.1), so we use the pair it sends on.
+        Bound this with a timeout; datagrams from addresses ICE did not validate are ignored.
+        """
+        arrived = asyncio.Event()
+        for demux in self._demuxes.values():
+            demux.on_early = arrived.set
+        try:
+            while True:
+                for demux in self._demuxes.values():
+                    for _, addr in demux.early:
+                        pair = self._conn.validated_pair(demux.stun, (addr[0], addr[1]))
+                        if pair is not None:
+                            return self._use(pair)
+                arrived.clear()
+                await arrived.wait()
+        finally:
+            for demux in self._demuxes.values():
+                demux.on_early = None
+
+    def _name(self, pair: aioice.ice.CandidatePair) -> SelectedPair:
+        demux = self._demuxes.get(pair.protocol)
+        seen = demux.mapped.get(pair.remote_addr) if demux is not None else None
+        local_type, local = local_candidate_seen(pair.local_candidate, seen, self._conn.local_candidates)
+        return SelectedPair(local, local_type, pair.remote_addr, pair.remote_candidate.type)
+
+    def _use(self, pair: aioice.ice.CandidatePair) -> IcePath:
+        """Carry data on ``pair`` from now on; logged once as ``session.path``."""
+        demux = self._demuxes.get(pair.protocol)
+        if demux is None:  # every host socket and TURN allocation has one
+            raise RuntimeError(f"no demultiplexer for the pair {pair}")
+        self._conn.adopt(pair)
+        self._selected = selected = self._name(pair)
         log.info(
             "session.path",
             path=selected.path,
             route=selected.route,
             local=f"{selected.local[0]}:{selected.local[1]}",
             local_type=selected.local_type,
+            local_base=f"{pair.local_addr[0]}:{pair.local_addr[1]}",
             remote=f"{selected.remote[0]}:{selected.remote[1]}",
             remote_type=selected.remote_type,
-            ms=round((time.monotonic() - started) * 1000, 1),
+            ice_ms=self._connect_ms,
+            follow_ms=round((time.monotonic() - self._connected_at) * 1000, 1),
         )
-        return selected
-
-    def path(self) -> IcePath:
-        """The selected pair's datagram path (after :meth:`connect`)."""
-        if self._selected is None:
-            raise RuntimeError("IceAgent.path() before connect() succeeded")
-        pair = self._conn.nominated_pair()
-        demux = self._demuxes.get(pair.protocol)
-        if demux is None:  # every host socket and TURN allocation has one
-            raise RuntimeError(f"no demultiplexer for the selected pair {self._selected}")
-        return IcePath(self, demux, self._selected)
+        return IcePath(self, demux, selected)
 
     def loss_reason(self, exc: Exception | None) -> str:
         if self._closing:

@@ -11,7 +11,6 @@ import ifaddr
 from tunnelpy.common.errors import ConfigError
 
 
-
 def local_interfaces() -> list[tuple[str, list[str]]]:
     """(interface name, addresses) of this host; IPv6 with a scope id (link-local) left out,
     as aioice does, since those cannot be bound without the scope."""

@@ -33,6 +33,8 @@ STUN_MAX_FIRST_BYTE = 3  # RFC 7983/9443: 0-3 is STUN; the rest goes to the cons
 EARLY_PACKETS = 64  # QUIC packets kept per socket until the consumer attaches
 TURN_ALLOCATE_TIMEOUT = 5.0  # as long as aioice waits for its STUN (srflx) answers
 TURN_CHANNEL_OVERHEAD = 4  # the ChannelData header before each relayed datagram (RFC 8656 12.4)
+MAPPED_KEPT = 32  # remote addresses whose view of us is remembered (a session has a few candidates)
+_BINDING_SUCCESS = b"\x01\x01"  # STUN message type of a Binding success response
 
 PacketHandler = Callable[[bytes, tuple[Any, ...]], None]
 
@@ -45,6 +47,10 @@ class CandidateDemux(asyncio.DatagramProtocol):
     datagrams go straight to the consumer (no queue, no task) once it is attached, and only
     from the selected remote address. Until then a few are kept, because the peer may finish
     ICE first and send its first QUIC packet right away.
+
+    ``mapped`` notes, per remote address, the address that peer saw us at (XOR-MAPPED-ADDRESS
+    of its answers to our checks): what RFC 8445 section 7.2.5.3.1 names the valid pair's
+    local candidate by (srflx or prflx behind a NAT, though aioice pairs the host socket).
     """
 
     def __init__(self, stun_protocol: aioice.ice.StunProtocol) -> None:
@@ -52,7 +58,9 @@ class CandidateDemux(asyncio.DatagramProtocol):
         self.consumer: PacketHandler | None = None
         self.peer: tuple[str, int] = ("", 0)
         self.on_lost: Callable[[Exception | None], None] | None = None
+        self.on_early: Callable[[], None] | None = None  # told of each datagram kept in ``early``
         self.early: deque[tuple[bytes, tuple[Any, ...]]] = deque(maxlen=EARLY_PACKETS)
+        self.mapped: dict[tuple[str, int], tuple[str, int]] = {}
 
     @property
     def transport(self) -> Any:
@@ -67,10 +75,22 @@ class CandidateDemux(asyncio.DatagramProtocol):
             consumer = self.consumer
             if consumer is None:
                 self.early.append((data, addr))
+                if self.on_early is not None:
+                    self.on_early()
             elif addr[1] == self.peer[1] and addr[0] == self.peer[0]:
                 consumer(data, addr)
             return
+        if data[:2] == _BINDING_SUCCESS and len(self.mapped) < MAPPED_KEPT:
+            self._note_mapped(data, (addr[0], addr[1]))
         self.stun.datagram_received(data, addr)
+
+    def _note_mapped(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            mapped = stun.parse_message(data).attributes.get("XOR-MAPPED-ADDRESS")
+        except ValueError:
+            return
+        if mapped:
+            self.mapped[addr] = (mapped[0], mapped[1])
 
     def error_received(self, exc: Exception) -> None:
         self.stun.error_received(exc)
@@ -144,4 +164,3 @@ def _turn_error(exc: BaseException) -> str:
         hint = " (check --turn-user and --turn-password-file)" if code == 401 else ""
         return f"the server refused the allocation: {code} {reason}{hint}"
     return str(exc) or type(exc).__name__
-

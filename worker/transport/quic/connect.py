@@ -79,7 +79,17 @@ async def connect_quic(
             f"the certificate pin {cert_fingerprint!r} is not a SHA-256 (64 hex digits): "
             "paste the sender's answer block again"
         )
-    path = ice.path()
+    if is_client:
+        path = ice.path()
+    else:
+        try:
+            async with asyncio.timeout(settings.handshake_timeout):
+                path = await ice.follow_peer()
+        except TimeoutError:
+            raise ConnectFailed(
+                f"no QUIC packet from the peer on any ICE-validated pair within {settings.handshake_timeout:g} s "
+                f"(ICE chose {ice.selected_pair}): the peer is not running QUIC"
+            ) from None
     if path.pair.relayed:
         # Through a TURN allocation (ours or the peer's): room for the ChannelData header on the
         # client-server leg, and no path-MTU probes (they would only prove one leg).
