@@ -76,21 +76,30 @@ def route_server_like_the_internet(lab: Lab) -> None:
     )
 
 
-def start_source(host: Host, size: int = SIZE) -> int:
-    """A TCP service on the host's 127.0.0.1 that sends ``size`` known bytes to each client."""
-    proc = host.popen([sys.executable, "-m", "tests.nat.traffic", "serve", "0", str(size)], stdout=subprocess.PIPE)
+def start_source(host: Host, size: int = SIZE, rate: float | None = None) -> int:
+    """A TCP service on the host's 127.0.0.1 that sends ``size`` known bytes to each client
+    (at ``rate`` bytes/s when given, so that a transfer can span a drill)."""
+    pace = ["--rate", str(rate)] if rate else []
+    argv = [sys.executable, "-m", "tests.nat.traffic", "serve", "0", str(size), *pace]
+    proc = host.popen(argv, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     return int(json.loads(proc.stdout.readline())["ready"])
 
 
 async def fetch(host: Host, address: str, size: int = SIZE, timeout: float = 60) -> dict[str, Any]:
     """Read everything from ``address`` inside ``host``; checks the bytes and returns the timings."""
-    argv = [sys.executable, "-m", "tests.nat.traffic", "fetch", address, "--timeout", str(timeout)]
-    done = await asyncio.to_thread(host.run, argv, timeout + 10)
+    done = await fetch_raw(host, address, timeout)
+    assert done.returncode == 0, done.stderr[-2000:]
     result: dict[str, Any] = json.loads(done.stdout)
     assert result["bytes"] == size, result
     assert result["sha256"] == expected_sha256(size), "the transfer arrived corrupted"
     return result
+
+
+async def fetch_raw(host: Host, address: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """A fetch whose outcome the caller judges (it may be cut off by a drill)."""
+    argv = [sys.executable, "-m", "tests.nat.traffic", "fetch", address, "--timeout", str(timeout)]
+    return await asyncio.to_thread(host.run, argv, timeout + 10, False)
 
 
 def turn_flags(lab: Lab, turn: Any, work: Path) -> list[str]:

@@ -37,7 +37,7 @@ from tunnelpy.common.turn import TurnOptions
 from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.worker.transport.ice_hosts import local_interfaces, select_host_addresses
 from tunnelpy.worker.transport.ice_pair import SelectedPair, local_candidate_seen
-from tunnelpy.worker.transport.ice_sockets import CandidateDemux, PacketHandler, relayed_candidates
+from tunnelpy.worker.transport.ice_sockets import CandidateDemux, LocalAddressGone, PacketHandler, relayed_candidates
 
 log = get_logger(__name__)
 
@@ -316,6 +316,8 @@ class IceAgent:
     def loss_reason(self, exc: Exception | None) -> str:
         if self._closing:
             return "the ICE session was closed locally"
+        if isinstance(exc, LocalAddressGone):
+            return f"the ICE path's local address is gone ({exc.strerror}): this host was re-addressed"
         if exc is not None:
             return f"the ICE socket failed: {exc}"
         return "ICE consent expired: the peer stopped answering connectivity checks (~30 s)"

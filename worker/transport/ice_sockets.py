@@ -15,6 +15,8 @@ within the gathering deadline is logged and left out, the others still count.
 from __future__ import annotations
 
 import asyncio
+import errno
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +28,7 @@ from aioice.candidate import candidate_foundation, candidate_priority
 
 from tunnelpy.common.logs import get_logger
 from tunnelpy.common.turn import TurnOptions, TurnServer
+from tunnelpy.worker.transport.ice_hosts import local_interfaces
 
 log = get_logger(__name__)
 
@@ -35,8 +38,15 @@ TURN_ALLOCATE_TIMEOUT = 5.0  # as long as aioice waits for its STUN (srflx) answ
 TURN_CHANNEL_OVERHEAD = 4  # the ChannelData header before each relayed datagram (RFC 8656 12.4)
 MAPPED_KEPT = 32  # remote addresses whose view of us is remembered (a session has a few candidates)
 _BINDING_SUCCESS = b"\x01\x01"  # STUN message type of a Binding success response
+# What sending from a socket whose bound address was removed fails with (Linux: ENETUNREACH).
+_NO_SOURCE = {errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EINVAL}
+ADDRESS_CHECK_INTERVAL = 1.0  # at most one look at the interfaces per second while sends fail
 
 PacketHandler = Callable[[bytes, tuple[Any, ...]], None]
+
+
+class LocalAddressGone(OSError):
+    """What a path's consumer is told when its socket's address left the host."""
 
 
 class CandidateDemux(asyncio.DatagramProtocol):
@@ -51,6 +61,10 @@ class CandidateDemux(asyncio.DatagramProtocol):
     ``mapped`` notes, per remote address, the address that peer saw us at (XOR-MAPPED-ADDRESS
     of its answers to our checks): what RFC 8445 section 7.2.5.3.1 names the valid pair's
     local candidate by (srflx or prflx behind a NAT, though aioice pairs the host socket).
+
+    A host socket whose address left the host (re-addressed, DHCP, interface gone) can never
+    send again: once sends fail for that reason, the attached consumer is told at once
+    (``on_lost``), not ~30 s later when ICE consent expires.
     """
 
     def __init__(self, stun_protocol: aioice.ice.StunProtocol) -> None:
@@ -61,6 +75,7 @@ class CandidateDemux(asyncio.DatagramProtocol):
         self.on_early: Callable[[], None] | None = None  # told of each datagram kept in ``early``
         self.early: deque[tuple[bytes, tuple[Any, ...]]] = deque(maxlen=EARLY_PACKETS)
         self.mapped: dict[tuple[str, int], tuple[str, int]] = {}
+        self._address_checked = 0.0
 
     @property
     def transport(self) -> Any:
@@ -94,6 +109,21 @@ class CandidateDemux(asyncio.DatagramProtocol):
 
     def error_received(self, exc: Exception) -> None:
         self.stun.error_received(exc)
+        if self.on_lost is not None and isinstance(exc, OSError) and exc.errno in _NO_SOURCE:
+            now = time.monotonic()
+            if now - self._address_checked >= ADDRESS_CHECK_INTERVAL:
+                self._address_checked = now
+                if address := self._bound_address_gone():
+                    on_lost, self.on_lost = self.on_lost, None
+                    on_lost(LocalAddressGone(exc.errno, f"{address} is no longer an address of this host"))
+
+    def _bound_address_gone(self) -> str | None:
+        """This socket's own address if it is no longer on any interface (a TURN allocation:
+        never, its socket is the TURN client's)."""
+        sockname = self.transport.get_extra_info("sockname") if self.stun.local_candidate.type == "host" else None
+        if not sockname or any(sockname[0] in addresses for _, addresses in local_interfaces()):
+            return None
+        return str(sockname[0])
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.stun.connection_lost(exc)  # aioice's close() waits for this
