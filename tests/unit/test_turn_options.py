@@ -171,3 +171,19 @@ def test_help_explains_the_turn_flags(command: str) -> None:
             assert flag in text, (command, mode, flag)
         assert "a relay candidate is gathered from each" in text
     assert "--turn-server" not in parsers["iroh"].format_help()
+
+
+def test_the_commented_turn_keys_of_the_nostr_example_load(tmp_path: Path) -> None:
+    """Uncommented, the example's TURN lines are a valid config (the example is not just prose)."""
+    example = (Path(__file__).parents[2] / "deploy" / "examples" / "sender-nostr.yaml").read_text()
+    turn_lines = [line for line in example.splitlines() if line.startswith("# turn_")]
+    assert len(turn_lines) == 3
+    text = example + "\n" + "\n".join(line.removeprefix("# ") for line in turn_lines) + "\n"
+    (tmp_path / "sender.nsec").write_text("ab" * 32)
+    (tmp_path / "sender.nsec").chmod(0o600)
+    password_file(tmp_path)  # turn.pass, beside the config like the example says
+    config_path = tmp_path / "sender-nostr.yaml"
+    config_path.write_text(text)
+    turn = cfg.sender_config_from(None, {}, str(config_path)).net.turn
+    assert turn.servers == (TurnServer("turn.example.net", 3478), TurnServer("turn.example.net", 5349, "tcp", tls=True))
+    assert (turn.username, turn.password) == ("tunnel", "s3cret")
