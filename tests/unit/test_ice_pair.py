@@ -1,15 +1,23 @@
 """How the selected ICE pair is named: the local candidate the peer saw (RFC 8445 7.2.5.3.1),
-the route and the path type, and the demultiplexer noting that view from check answers."""
+the route and the path type, the demultiplexer noting that view from check answers, and the
+route as status, the receiver's status line and the metric show it."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import aioice
 from aioice import stun
 
+from tests.unit.test_metrics import VIEW, reply, scrape
+from tunnelpy.cli.status import render
+from tunnelpy.supervisor.counters import Counters
+from tunnelpy.worker.forwarding.tcp import Traffic
+from tunnelpy.worker.receiver.status_line import Sample, describe
 from tunnelpy.worker.transport.ice import SelectedPair, local_candidate_seen
 from tunnelpy.worker.transport.ice_sockets import MAPPED_KEPT, CandidateDemux
+from tunnelpy.worker.transport.interface import TransportStats
 
 
 def candidate(kind: str, host: str, port: int) -> aioice.Candidate:
@@ -82,3 +90,14 @@ def test_quic_datagrams_wait_for_the_consumer_then_only_the_peer_s_pass() -> Non
     demux.datagram_received(b"\x40from the peer", ("198.18.0.3", 2))
     demux.datagram_received(b"\x40from someone else", ("198.18.0.9", 2))
     assert got == [b"\x40early", b"\x40from the peer"]
+
+
+def test_the_route_reaches_status_the_status_line_and_the_metric() -> None:
+    relayed = dataclasses.replace(VIEW, path="relay", route="relay->prflx")
+    row = render(reply(Counters(), relayed)).splitlines()[-1]
+    assert " relay " in row and row.endswith(" relay->prflx")
+    assert render(reply(Counters(), VIEW)).splitlines()[-1].endswith(" -")  # no route (iroh)
+    info = scrape(reply(Counters(), relayed))["tunnelpy_session_info"][0][0]
+    assert (info["path"], info["route"]) == ("relay", "relay->prflx")
+    line = describe(TransportStats(path="relay", route="relay->srflx"), Traffic(), Sample(1.0, 0, 0), None)
+    assert line.startswith("connected via relay (relay->srflx) · ")
