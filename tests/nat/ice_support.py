@@ -102,10 +102,11 @@ async def fetch_raw(host: Host, address: str, timeout: float = 60) -> subprocess
     return await asyncio.to_thread(host.run, argv, timeout + 10, False)
 
 
-def turn_flags(lab: Lab, turn: Any, work: Path) -> list[str]:
+def turn_flags(turn: Any, work: Path, query: str = "") -> list[str]:
+    """The TURN flags for the lab's coturn (``query``: e.g. ``?transport=tcp``)."""
     return [
         "--turn-server",
-        turn.uri,
+        turn.uri + query,
         "--turn-user",
         turn.user,
         "--turn-password-file",

@@ -46,7 +46,7 @@ async def _custom_manual(lab: Lab, work: Path, nat: str, *, turn: bool, expect_p
     route_server_like_the_internet(lab)
     coturn = lab.start_coturn()
     port = start_source(lab.right)
-    net = ["--stun-server", coturn.stun, *(turn_flags(lab, coturn, work) if turn else [])]
+    net = ["--stun-server", coturn.stun, *(turn_flags(coturn, work) if turn else [])]
     control = work / "sender.sock"
     async with Peers(work) as peers:
         started = time.monotonic()
@@ -139,20 +139,25 @@ async def _nostr(lab: Lab, work: Path, nat: str, *, turn: bool, expect_path: str
     relay = LabRelay(lab, work)
     try:
         port = start_source(lab.right)
-        net = ["--relay", relay.url, "--stun-server", coturn.stun, *(turn_flags(lab, coturn, work) if turn else [])]
+        net = ["--relay", relay.url, "--stun-server", coturn.stun]
+        # The receiver reaches the TURN server over UDP, the sender over TCP: both legs are exercised.
+        receiver_turn = turn_flags(coturn, work) if turn else []
+        sender_turn = turn_flags(coturn, work, "?transport=tcp") if turn else []
         sender_key, sender_npub = make_key(work, "sender")
         receiver_key, receiver_npub = make_key(work, "receiver")
         control = work / "sender.sock"
         async with Peers(work) as peers:
             keys = ["--nsec-file", str(sender_key), "--peer-npub", receiver_npub]
             sender = await peers.start(
-                lab.right, "sender", ["sender", "nostr", *keys, *ALLOW, *net, "--control", str(control)]
+                lab.right, "sender", ["sender", "nostr", *keys, *ALLOW, *net, *sender_turn, "--control", str(control)]
             )
             await sender.wait_event("supervisor.online", timeout=30)
             started = time.monotonic()
             keys = ["--nsec-file", str(receiver_key), "--peer-npub", sender_npub]
             local = ["--source", f"tcp://127.0.0.1:{port}", "--listen", "127.0.0.1:0"]
-            receiver = await peers.start(lab.left, "receiver", ["receiver", "nostr", *keys, *net, *local])
+            receiver = await peers.start(
+                lab.left, "receiver", ["receiver", "nostr", *keys, *net, *receiver_turn, *local]
+            )
             listening = await receiver.wait_event("receiver.listening", timeout=40)
             setup_s = time.monotonic() - started
             chosen = receiver.find("session.path")
