@@ -91,14 +91,15 @@ def render(reply: cw.StatusReply) -> str:
     if reply.sessions:
         lines.append(
             f"{'SESSION':16} {'RECEIVER':12} {'SOURCE':26} {'STATE':10} {'AGE':>7} {'UP':>9} "
-            f"{'DOWN':>9} {'STREAMS':>9} {'RTT':>6} {'PATH':>6} {'PID':>7}"
+            f"{'DOWN':>9} {'STREAMS':>9} {'RTT':>6} {'PATH':>6} {'PID':>7} ROUTE"
         )
     for s in reply.sessions:
         rtt = "-" if s["rtt_ms"] is None else f"{s['rtt_ms']:.0f}ms"
         lines.append(
             f"{s['session_id']:16} {s['receiver_id'][:12]:12} {s['source'][:26]:26} {s['state']:10} "
             f"{s['age_s']:>6.0f}s {_size(s['bytes_up']):>9} {_size(s['bytes_down']):>9} "
-            f"{s['streams_open']:>4}/{s['streams_total']:<4} {rtt:>6} {s['path'] or '-':>6} {s['pid'] or '-':>7}"
+            f"{s['streams_open']:>4}/{s['streams_total']:<4} {rtt:>6} {s['path'] or '-':>6} {s['pid'] or '-':>7} "
+            f"{s.get('route') or '-'}"
         )
     return "\n".join(lines)
 

@@ -26,6 +26,7 @@ from tunnelpy.common.modes import Mode
 from tunnelpy.common.options import DEFAULT_STUN_SERVERS, default_of
 from tunnelpy.common.options_nostr import DEFAULT_NOSTR_RELAYS, NSEC_ENV
 from tunnelpy.common.private_files import read_authorized_keys, read_secret
+from tunnelpy.common.turn import TurnOptions, turn_options
 
 NODE_ORDERS = ("order", "random")  # how a receiver goes through its senders (``node_order``)
 
@@ -49,7 +50,7 @@ def default_control_dir() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class NetOptions:
-    """How an endpoint reaches the network: iroh relays/discovery, STUN, ICE host filter.
+    """How an endpoint reaches the network: iroh relays/discovery, STUN, ICE host filter, TURN.
 
     Built by :func:`build_sender_config` / :func:`build_receiver_config` from the keys of the
     same names; workers and tests also build one directly (e.g. an offline endpoint).
@@ -68,6 +69,7 @@ class NetOptions:
     no_portmap: bool = field(default=default_of("no_portmap"))
     bind6: tuple[str, int] | None = None
     transport: TransportOptions = field(default_factory=lambda: TransportOptions())
+    turn: TurnOptions = field(default_factory=TurnOptions)  # the ICE modes' TURN servers
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,7 @@ def _net_options(raw: RawValues) -> NetOptions:
         no_portmap=bool(raw.get("no_portmap")),
         bind6=parsed6,
         transport=_transport_options(raw),
+        turn=turn_options(raw),
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from tunnelpy.common.modes import Mode
 from tunnelpy.common.option_spec import Option
+from tunnelpy.common.options_ice import ICE_OPTIONS
 from tunnelpy.common.options_nostr import (
     NOSTR_ONLY,
     NOSTR_RECEIVER_OPTIONS,
@@ -32,7 +33,6 @@ DEFAULT_STUN_SERVERS = ("stun.l.google.com:19302", "stun1.l.google.com:19302")
 _IROH_ONLY = (Mode.IROH,)
 _IROH_BOTH = (Mode.IROH, Mode.IROH_MANUAL)
 _STUN_MODES = (Mode.IROH_MANUAL, Mode.CUSTOM_MANUAL, *NOSTR_ONLY)
-_ICE_MODES = (Mode.CUSTOM_MANUAL, *NOSTR_ONLY)
 _RECONNECTING = (Mode.IROH, Mode.NOSTR)  # modes whose receiver can start a new session alone
 
 # Keys both sides share: how an endpoint reaches the network, and logging.
@@ -53,16 +53,7 @@ _COMMON = (
         default=False,
         modes=_STUN_MODES,
     ),
-    Option(
-        "ice_hosts",
-        "--ice-host",
-        "gather ICE host candidates only on this address, CIDR or "
-        "interface (repeatable; default: every non-loopback interface)",
-        kind="list",
-        default=(),
-        metavar="ADDR|CIDR|IFACE",
-        modes=_ICE_MODES,
-    ),
+    *ICE_OPTIONS,
     Option(
         "relay_urls",
         "--relay-url",

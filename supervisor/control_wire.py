@@ -46,6 +46,7 @@ class SessionView:
     path: str | None = None  # "direct" or "relay" once connected
     lost_packets: int = 0
     datagrams_dropped: int = 0
+    route: str | None = None  # ICE modes: the selected pair's candidate types, e.g. "srflx->srflx"
 
 
 def view_dict(view: SessionView) -> dict:  # type: ignore[type-arg]

@@ -158,8 +158,8 @@ class StatusCollector(Collector):
         info = family(
             GaugeMetricFamily,
             "info",
-            "1 per live session: its receiver, source, state and path (join on session_id).",
-            ("receiver_id", "source", "state", "path"),
+            "1 per live session: its receiver, source, state, path and ICE route (join on session_id).",
+            ("receiver_id", "source", "state", "path", "route"),
         )
         uptime = family(GaugeMetricFamily, "uptime_seconds", "Seconds since the session was requested.")
         rtt = family(GaugeMetricFamily, "rtt_seconds", "Round-trip time of the session's path (once measured).")
@@ -174,7 +174,9 @@ class StatusCollector(Collector):
         memory_of = self._worker_memory([s["pid"] for s in sessions if s["pid"]])
         for s in sessions:
             ids = [s["session_id"]]
-            info.add_metric([*ids, s["receiver_id"], s["source"], s["state"], s["path"] or "unknown"], 1)
+            info.add_metric(
+                [*ids, s["receiver_id"], s["source"], s["state"], s["path"] or "unknown", s["route"] or ""], 1
+            )
             uptime.add_metric(ids, s["age_s"])
             if s["rtt_ms"] is not None:
                 rtt.add_metric(ids, s["rtt_ms"] / 1000)

@@ -104,6 +104,7 @@ class Heartbeat:
     lost_packets: int = 0  # the transport's lost-packet counter
     datagrams_dropped: int = 0  # UDP datagrams dropped because the tunnel's send queue was full
     path: str | None = None  # "direct" or "relay" once connected (None: unknown)
+    route: str | None = None  # ICE: the pair's candidate types, local first ("srflx->srflx", "relay->prflx")
 
 
 @dataclass(frozen=True, slots=True)

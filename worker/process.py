@@ -112,6 +112,7 @@ class Worker:
             lost_packets=stats.lost_packets,
             datagrams_dropped=t.datagrams_dropped,
             path=stats.path,
+            route=stats.route,
         )
 
     async def _heartbeats(self) -> None:

@@ -125,7 +125,9 @@ class IceRendezvous:
 
         self._peer = peer
         self._accept_timeout = accept_timeout
-        self._agent = IceAgent(controlling=False, stun_server=stun_address(net), host_filter=net.ice_hosts)
+        self._agent = IceAgent(
+            controlling=False, stun_server=stun_address(net), host_filter=net.ice_hosts, turn=net.turn
+        )
         self._identity: ServerIdentity | None = None
 
     async def prepare(self) -> WorkerReady:

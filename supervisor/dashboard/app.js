@@ -96,7 +96,7 @@ function renderSession(s, at) {
   }
   entry.last = { at, up: s.bytes_up, down: s.bytes_down };
   const q = (sel) => entry.row.querySelector(sel);
-  q(".path").textContent = s.state === "connected" ? (s.path || "?") : s.state;
+  q(".path").textContent = s.state === "connected" ? (s.path || "?") + (s.route ? ` (${s.route})` : "") : s.state;
   // iroh reports whole milliseconds: 0 means under one.
   q(".rtt").textContent = s.rtt_ms == null ? "–" : s.rtt_ms < 1 ? "< 1 ms" : s.rtt_ms.toFixed(1) + " ms";
   q(".age").textContent = age(s.age_s);

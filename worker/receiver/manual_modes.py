@@ -36,7 +36,10 @@ async def _custom_manual(cfg: ReceiverConfig, local: LocalSide) -> None:
     from tunnelpy.worker.transport.ice import IceAgent
     from tunnelpy.worker.transport.quic.connect import connect_quic
 
-    async with IceAgent(controlling=True, stun_server=stun_address(cfg.net), host_filter=cfg.net.ice_hosts) as agent:
+    agent = IceAgent(
+        controlling=True, stun_server=stun_address(cfg.net), host_filter=cfg.net.ice_hosts, turn=cfg.net.turn
+    )
+    async with agent:
         params = await agent.gather()
         emit_block(
             mb.IceOffer(params, str(cfg.source)),

@@ -21,7 +21,7 @@ from tunnelpy.signaling import nostr_keys
 from tunnelpy.signaling import nostr_wire as wire
 from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.signaling.nostr_signal import NostrSignal, RelayError
-from tunnelpy.worker.receiver.tunnel import LocalSide, run_until_stopped
+from tunnelpy.worker.receiver.tunnel import LocalSide, first_leaf, run_until_stopped
 from tunnelpy.worker.transport.ice import ICE_CONNECT_TIMEOUT, IceAgent, stun_address
 
 log = get_logger(__name__)
@@ -37,18 +37,26 @@ async def run_nostr_receiver(cfg: ReceiverConfig) -> ExitCode:
 async def _session(cfg: ReceiverConfig, local: LocalSide) -> None:
     assert cfg.nostr is not None, "a nostr receiver has nostr options"
     keys, (sender,) = nostr_keys.identity(cfg.nostr)
-    agent = IceAgent(controlling=True, stun_server=stun_address(cfg.net), host_filter=cfg.net.ice_hosts)
-    async with agent, asyncio.TaskGroup() as tg:
-        # The QUIC stack takes a while to import: do it meanwhile (relays, ICE, the sender's worker).
-        quic = tg.create_task(asyncio.to_thread(importlib.import_module, _QUIC))
-        async with NostrSignal(keys, cfg.nostr.relays) as signal:
-            params = await agent.gather()
-            offer = await ask_sender(signal, sender, str(cfg.source), params, cfg.nostr)
-            try:  # a confirmation only: the sender's worker already runs its checks
-                await signal.publish(sender, wire.encode(wire.TunnelAnswer(offer.session_id)))
-            except RelayError as exc:
-                log.warning("receiver.answer_not_published", error=str(exc))
-        connect_quic = (await quic).connect_quic
+    agent = IceAgent(
+        controlling=True, stun_server=stun_address(cfg.net), host_filter=cfg.net.ice_hosts, turn=cfg.net.turn
+    )
+    async with agent:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                # The QUIC stack takes a while to import: do it meanwhile (relays, ICE, the sender's worker).
+                quic = tg.create_task(asyncio.to_thread(importlib.import_module, _QUIC))
+                async with NostrSignal(keys, cfg.nostr.relays) as signal:
+                    params = await agent.gather()
+                    offer = await ask_sender(signal, sender, str(cfg.source), params, cfg.nostr)
+                    try:  # a confirmation only: the sender's worker already runs its checks
+                        await signal.publish(sender, wire.encode(wire.TunnelAnswer(offer.session_id)))
+                    except RelayError as exc:
+                        log.warning("receiver.answer_not_published", error=str(exc))
+        except BaseExceptionGroup as group:
+            # The error itself, not a group: the reconnect loop decides on its type (retry a
+            # sender that did not answer, give up on a refusal).
+            raise first_leaf(group) from None
+        connect_quic = quic.result().connect_quic
         await agent.set_remote(offer.ice)
         pair = await agent.connect(timeout=ICE_CONNECT_TIMEOUT)
         conn = await connect_quic(agent, is_client=True, cert_fingerprint=offer.cert_sha256)

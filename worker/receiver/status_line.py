@@ -52,7 +52,7 @@ def describe(stats: TransportStats, traffic: Traffic, now: Sample, before: Sampl
     if stats.rtt_ms is not None and stats.rtt_ms < 1:  # iroh reports whole milliseconds: 0 means under one
         rtt = "RTT <1 ms"
     parts = [
-        f"connected via {stats.path or 'unknown path'}",
+        f"connected via {stats.path or 'unknown path'}" + (f" ({stats.route})" if stats.route else ""),
         rtt,
         f"↑ {_size(now.up)} {_size(rate_up)}/s",
         f"↓ {_size(now.down)} {_size(rate_down)}/s",

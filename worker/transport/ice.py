@@ -5,7 +5,8 @@ Why a subclass of aioice's ``Connection`` and not our own candidate sockets: aio
 gathers through ``gather_candidates()`` -> ``get_host_addresses()`` (skips 127.0.0.1 and ::1,
 no filter) -> ``get_component_candidates(component, addresses)``, and the last one is a
 public, overridable method that binds one socket per address and runs STUN for srflx
-candidates. Overriding only it swaps the address list and keeps every other part of aioice
+candidates. Overriding only it swaps the address list, adds relay candidates from every TURN
+server (:mod:`~tunnelpy.worker.transport.ice_sockets`) and keeps every other part of aioice
 (checks, nomination, consent) untouched. The few private attributes we still read
 (``_protocols``, ``_nominated``) are read in :class:`_TunnelIceConnection` only, checked when
 it is created; the aioice version is checked at import.
@@ -20,30 +21,29 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import re
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import aioice
 import aioice.ice
-import ifaddr
 
 from tunnelpy.common.config import NetOptions
-from tunnelpy.common.errors import ConfigError, ConnectFailed, ProtocolError
+from tunnelpy.common.errors import ConnectFailed, ProtocolError
 from tunnelpy.common.logs import get_logger
+from tunnelpy.common.turn import TurnOptions
 from tunnelpy.signaling.ice_parameters import IceParameters
+from tunnelpy.worker.transport.ice_hosts import local_interfaces, select_host_addresses
+from tunnelpy.worker.transport.ice_pair import SelectedPair, local_candidate_seen
+from tunnelpy.worker.transport.ice_sockets import CandidateDemux, LocalAddressGone, PacketHandler, relayed_candidates
 
 log = get_logger(__name__)
 
 ICE_CONNECT_TIMEOUT = 30.0  # once both sides run their checks
 
-STUN_MAX_FIRST_BYTE = 3  # RFC 7983/9443: 0-3 is STUN; the rest goes to the consumer (QUIC)
-EARLY_PACKETS = 64  # QUIC packets kept per socket until the consumer attaches
+CLOSE_TIMEOUT = 3.0  # giving up a TURN allocation waits on its server, which may be gone
 _ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")
 
 
@@ -68,91 +68,39 @@ def _check_aioice_version() -> None:
 
 _check_aioice_version()
 
-PacketHandler = Callable[[bytes, tuple[Any, ...]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class SelectedPair:
-    """The nominated candidate pair: addresses and candidate types (host, srflx, prflx)."""
-
-    local: tuple[str, int]
-    local_type: str
-    remote: tuple[str, int]
-    remote_type: str
-
-    def __str__(self) -> str:
-        return (
-            f"{self.local[0]}:{self.local[1]} ({self.local_type}) -> "
-            f"{self.remote[0]}:{self.remote[1]} ({self.remote_type})"
-        )
-
-
-# --- host filter (pure) --------------------------------------------------------------------
-
-
-def local_interfaces() -> list[tuple[str, list[str]]]:
-    """(interface name, addresses) of this host; IPv6 with a scope id (link-local) left out,
-    as aioice does, since those cannot be bound without the scope."""
-    result = []
-    for adapter in ifaddr.get_adapters():
-        addresses = []
-        for ip in adapter.ips:
-            if isinstance(ip.ip, str):
-                addresses.append(ip.ip)
-            elif ip.ip[2] == 0:
-                addresses.append(ip.ip[0])
-        result.append((adapter.name, addresses))
-    return result
-
-
-def select_host_addresses(host_filter: Sequence[str], interfaces: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
-    """Addresses to gather host candidates on: each entry is an IP of this host, a CIDR or an
-    interface name (loopback allowed). Every entry must match something."""
-    selected: list[str] = []
-    for entry in host_filter:
-        matches = _match_filter_entry(entry.strip(), interfaces)
-        if not matches:
-            known = ", ".join(f"{name} {' '.join(addrs)}" for name, addrs in interfaces)
-            raise ConfigError(
-                f"ICE host filter entry {entry!r} matches no local address or interface "
-                f"(this host has: {known}); use one of those, a CIDR or an interface name"
-            )
-        selected += [address for address in matches if address not in selected]
-    return selected
-
-
-def _match_filter_entry(entry: str, interfaces: Sequence[tuple[str, Sequence[str]]]) -> list[str]:
-    all_addresses = [ipaddress.ip_address(a) for _, addrs in interfaces for a in addrs]
-    try:
-        if "/" in entry:
-            network = ipaddress.ip_network(entry, strict=False)
-            return [str(a) for a in all_addresses if a in network]
-        wanted = ipaddress.ip_address(entry)
-        return [str(a) for a in all_addresses if a == wanted]
-    except ValueError:
-        return [a for name, addrs in interfaces if name == entry for a in addrs]
+__all__ = ["IceAgent", "IcePath", "SelectedPair", "local_candidate_seen", "select_host_addresses", "stun_address"]
 
 
 # --- aioice integration --------------------------------------------------------------------
 
 
 class _TunnelIceConnection(aioice.Connection):
-    """aioice's Connection with our host addresses; the only place that reads its internals."""
+    """aioice's Connection with our host addresses and our TURN allocations; the only place
+    that reads its internals."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, turn: TurnOptions, **kwargs: Any) -> None:
+        super().__init__(**kwargs)  # no turn_server: aioice would gather one relay without a demux
         self.host_addresses: list[str] | None = None  # None: aioice's default enumeration
-        if not isinstance(getattr(self, "_protocols", None), list) or not isinstance(
-            getattr(self, "_nominated", None), dict
-        ):
-            raise RuntimeError("aioice.Connection changed shape: no _protocols/_nominated")
+        self.turn = turn
+        self.relay_demuxes: list[CandidateDemux] = []
+        shapes = {"_protocols": list, "_nominated": dict, "_check_list": list}
+        if not all(isinstance(getattr(self, name, None), kind) for name, kind in shapes.items()):
+            raise RuntimeError("aioice.Connection changed shape: no _protocols/_nominated/_check_list")
 
     async def get_component_candidates(
         self, component: int, addresses: list[str], timeout: int = 5
     ) -> list[aioice.Candidate]:
         if self.host_addresses is not None:
             addresses = self.host_addresses
-        return await super().get_component_candidates(component, addresses, timeout)
+        if not self.turn.servers:
+            return await super().get_component_candidates(component, addresses, timeout)
+        candidates, relays = await asyncio.gather(
+            super().get_component_candidates(component, addresses, timeout),
+            relayed_candidates(self, component, self.turn),
+        )
+        self.relay_demuxes += relays
+        self._protocols += [demux.stun for demux in relays]
+        return candidates + [demux.stun.local_candidate for demux in relays]
 
     def data_received(self, data: bytes, component: int) -> None:
         # Non-STUN datagrams never get here (the demultiplexer takes them); what still does
@@ -165,47 +113,20 @@ class _TunnelIceConnection(aioice.Connection):
     def nominated_pair(self) -> aioice.ice.CandidatePair:
         return self._nominated[1]
 
+    def validated_pair(
+        self, protocol: aioice.ice.StunProtocol, addr: tuple[str, int]
+    ) -> aioice.ice.CandidatePair | None:
+        """The pair (``protocol``, ``addr``) if ICE proved the peer is there: our check on it
+        succeeded, or the peer nominated it with a check signed with our password."""
+        for pair in self._check_list:
+            if pair.protocol is protocol and pair.remote_addr == addr:
+                succeeded = pair.state == aioice.ice.CandidatePair.State.SUCCEEDED
+                return pair if succeeded or pair.remote_nominated else None
+        return None
 
-class _SocketDemux(asyncio.DatagramProtocol):
-    """Sits between one host socket and aioice's protocol for it (``transport.set_protocol``).
-
-    STUN goes to aioice; other datagrams go straight to the consumer (no queue, no task)
-    once it is attached, and only from the selected remote address. Until then a few are
-    kept, because the peer may finish ICE first and send its first QUIC packet right away.
-    """
-
-    def __init__(self, stun: aioice.ice.StunProtocol) -> None:
-        self.stun = stun
-        self.transport = stun.transport
-        self.consumer: PacketHandler | None = None
-        self.peer: tuple[str, int] = ("", 0)
-        self.on_lost: Callable[[Exception | None], None] | None = None
-        self.early: deque[tuple[bytes, tuple[Any, ...]]] = deque(maxlen=EARLY_PACKETS)
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        if data and data[0] > STUN_MAX_FIRST_BYTE:
-            consumer = self.consumer
-            if consumer is None:
-                self.early.append((data, addr))
-            elif addr[1] == self.peer[1] and addr[0] == self.peer[0]:
-                consumer(data, addr)
-            return
-        self.stun.datagram_received(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        self.stun.error_received(exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.stun.connection_lost(exc)  # aioice's close() waits for this
-        if self.on_lost is not None:
-            self.on_lost(exc)
-
-    def attach(self, peer: tuple[str, int], consumer: PacketHandler) -> None:
-        self.peer = peer
-        self.consumer = consumer
-        early, self.early = list(self.early), deque(maxlen=EARLY_PACKETS)
-        for data, addr in early:
-            self.datagram_received(data, addr)
+    def adopt(self, pair: aioice.ice.CandidatePair) -> None:
+        """Make ``pair`` the nominated one, so consent freshness checks the pair in use."""
+        self._nominated[pair.component] = pair
 
 
 class IcePath:
@@ -215,7 +136,7 @@ class IcePath:
     transport's callback. :meth:`send_many` writes a batch straight to the socket.
     """
 
-    def __init__(self, agent: IceAgent, demux: _SocketDemux, pair: SelectedPair) -> None:
+    def __init__(self, agent: IceAgent, demux: CandidateDemux, pair: SelectedPair) -> None:
         self._agent = agent
         self._demux = demux
         self._sendto = demux.transport.sendto
@@ -223,8 +144,9 @@ class IcePath:
         self.remote = pair.remote
 
     @property
-    def transport(self) -> asyncio.DatagramTransport:
-        """The selected pair's UDP socket transport (for socket options, e.g. PMTU probes)."""
+    def transport(self) -> Any:
+        """The selected pair's transport: its UDP socket's (for socket options, e.g. PMTU
+        probes), or aioice's ``TurnTransport`` on a relay candidate (no socket of its own)."""
         return self._demux.transport
 
     def attach(self, on_packet: PacketHandler, on_lost: Callable[[str], None]) -> None:
@@ -255,20 +177,25 @@ class IceAgent:
         controlling: bool,
         stun_server: tuple[str, int] | None = None,
         host_filter: Sequence[str] = (),
+        turn: TurnOptions | None = None,
     ) -> None:
         self.controlling = controlling
         self.host_filter = tuple(host_filter)
-        self._conn = _TunnelIceConnection(ice_controlling=controlling, stun_server=stun_server)
-        self._demuxes: dict[aioice.ice.StunProtocol, _SocketDemux] = {}
+        self.turn = turn or TurnOptions()
+        self._conn = _TunnelIceConnection(self.turn, ice_controlling=controlling, stun_server=stun_server)
+        self._demuxes: dict[aioice.ice.StunProtocol, CandidateDemux] = {}
         self._selected: SelectedPair | None = None
         self._closing = False
+        self._connected_at = 0.0
+        self._connect_ms = 0.0
 
     @property
     def selected_pair(self) -> SelectedPair | None:
         return self._selected
 
     async def gather(self) -> IceParameters:
-        """Gather host (and srflx, with a STUN server) candidates; raise if there are none."""
+        """Gather host, srflx (with a STUN server) and relay (with TURN servers) candidates;
+        raise if there are none."""
         if self.host_filter:
             self._conn.host_addresses = select_host_addresses(self.host_filter, local_interfaces())
         await self._conn.gather_candidates()
@@ -277,9 +204,13 @@ class IceAgent:
             where = f"the host filter {list(self.host_filter)}" if self.host_filter else "any interface"
             raise ConnectFailed(f"ICE gathered no candidates: no address of {where} could be bound")
         for stun in self._conn.host_protocols():
-            demux = _SocketDemux(stun)
+            demux = CandidateDemux(stun)
             stun.transport.set_protocol(demux)
             self._demuxes[stun] = demux
+        for demux in self._conn.relay_demuxes:
+            self._demuxes[demux.stun] = demux
+        if self.turn.servers and not self._conn.relay_demuxes:
+            log.warning("ice.no_relay_candidate", servers=[s.uri for s in self.turn.servers])
         log.debug("ice.gathered", candidates=[c.to_sdp() for c in candidates])
         return IceParameters(
             self._conn.local_username,
@@ -310,45 +241,94 @@ class IceAgent:
         except TimeoutError:
             raise ConnectFailed(
                 f"ICE found no working path to the peer within {timeout:g} s "
-                f"({self._describe_candidates()}): check firewalls and the host filter, or "
-                "give both sides a STUN server"
+                f"({self._describe_candidates()}): {self._advice()}"
             ) from None
         except ConnectionError as exc:
             raise ConnectFailed(
                 f"ICE failed: every candidate pair failed its checks ({exc}; "
-                f"{self._describe_candidates()}); check firewalls and the host filter"
+                f"{self._describe_candidates()}); {self._advice()}"
             ) from None
-        pair = self._conn.nominated_pair()
-        self._selected = SelectedPair(
-            pair.local_addr, pair.local_candidate.type, pair.remote_addr, pair.remote_candidate.type
-        )
-        log.info(
-            "ice.connected",
-            pair=str(self._selected),
-            ms=round((time.monotonic() - started) * 1000, 1),
-        )
+        self._connected_at = time.monotonic()
+        self._connect_ms = round((self._connected_at - started) * 1000, 1)
+        self._selected = self._name(self._conn.nominated_pair())
         return self._selected
 
     def path(self) -> IcePath:
-        """The selected pair's datagram path (after :meth:`connect`)."""
+        """The controlling side's path: the pair it nominated (after :meth:`connect`)."""
         if self._selected is None:
             raise RuntimeError("IceAgent.path() before connect() succeeded")
-        pair = self._conn.nominated_pair()
+        return self._use(self._conn.nominated_pair())
+
+    async def follow_peer(self) -> IcePath:
+        """The controlled side's path: the validated pair the controlling peer's first
+        non-STUN datagram (its QUIC Initial) arrives on (after :meth:`connect`).
+
+        Why not our own nominated pair: aioice nominates aggressively (every check of the
+        controlling side carries USE-CANDIDATE), so several pairs get nominated and each side
+        keeps the last one it saw complete; with relay candidates the two often differ (ours
+        host->relay, theirs relay->relay) and each would send where the other does not listen.
+        The controlling side decides (RFC 8445 section 8.1.1), so we use the pair it sends on.
+        Bound this with a timeout; datagrams from addresses ICE did not validate are ignored.
+        """
+        arrived = asyncio.Event()
+        for demux in self._demuxes.values():
+            demux.on_early = arrived.set
+        try:
+            while True:
+                for demux in self._demuxes.values():
+                    for _, addr in demux.early:
+                        pair = self._conn.validated_pair(demux.stun, (addr[0], addr[1]))
+                        if pair is not None:
+                            return self._use(pair)
+                arrived.clear()
+                await arrived.wait()
+        finally:
+            for demux in self._demuxes.values():
+                demux.on_early = None
+
+    def _name(self, pair: aioice.ice.CandidatePair) -> SelectedPair:
         demux = self._demuxes.get(pair.protocol)
-        if demux is None:  # only relay (TURN) pairs have no demux, and we gather none
-            raise RuntimeError(f"no demultiplexer for the selected pair {self._selected}")
-        return IcePath(self, demux, self._selected)
+        seen = demux.mapped.get(pair.remote_addr) if demux is not None else None
+        local_type, local = local_candidate_seen(pair.local_candidate, seen, self._conn.local_candidates)
+        return SelectedPair(local, local_type, pair.remote_addr, pair.remote_candidate.type)
+
+    def _use(self, pair: aioice.ice.CandidatePair) -> IcePath:
+        """Carry data on ``pair`` from now on; logged once as ``session.path``."""
+        demux = self._demuxes.get(pair.protocol)
+        if demux is None:  # every host socket and TURN allocation has one
+            raise RuntimeError(f"no demultiplexer for the pair {pair}")
+        self._conn.adopt(pair)
+        self._selected = selected = self._name(pair)
+        log.info(
+            "session.path",
+            path=selected.path,
+            route=selected.route,
+            local=f"{selected.local[0]}:{selected.local[1]}",
+            local_type=selected.local_type,
+            local_base=f"{pair.local_addr[0]}:{pair.local_addr[1]}",
+            remote=f"{selected.remote[0]}:{selected.remote[1]}",
+            remote_type=selected.remote_type,
+            ice_ms=self._connect_ms,
+            follow_ms=round((time.monotonic() - self._connected_at) * 1000, 1),
+        )
+        return IcePath(self, demux, selected)
 
     def loss_reason(self, exc: Exception | None) -> str:
         if self._closing:
             return "the ICE session was closed locally"
+        if isinstance(exc, LocalAddressGone):
+            return f"the ICE path's local address is gone ({exc.strerror}): this host was re-addressed"
         if exc is not None:
             return f"the ICE socket failed: {exc}"
         return "ICE consent expired: the peer stopped answering connectivity checks (~30 s)"
 
     async def close(self) -> None:
         self._closing = True
-        await self._conn.close()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._conn.close()
+        except TimeoutError:  # a TURN server that no longer answers: its allocation expires alone
+            log.warning("ice.close_timeout", seconds=CLOSE_TIMEOUT)
 
     async def __aenter__(self) -> IceAgent:
         return self
@@ -365,3 +345,13 @@ class IceAgent:
         local = ", ".join(f"{c.host}:{c.port} {c.type}" for c in self._conn.local_candidates)
         remote = ", ".join(f"{c.host}:{c.port} {c.type}" for c in self._conn.remote_candidates)
         return f"local candidates: {local or 'none'}; remote candidates: {remote or 'none'}"
+
+    def _advice(self) -> str:
+        relays = [c for c in (*self._conn.local_candidates, *self._conn.remote_candidates) if c.type == "relay"]
+        if relays:
+            return "check firewalls, the host filter, and that the TURN server relays between the peers"
+        return (
+            "check firewalls and the host filter, give both sides a STUN server, and behind symmetric "
+            "NATs (or where UDP between the peers is blocked) a TURN server: --turn-server turn:HOST:PORT "
+            "with --turn-user and --turn-password-file"
+        )

@@ -28,13 +28,15 @@ from typing import Protocol
 @dataclass(frozen=True, slots=True)
 class TransportStats:
     """A snapshot of a connection's counters; ``rtt_ms`` is None until measured, ``path`` is
-    ``"direct"`` or ``"relay"`` for the path in use (None while none is selected)."""
+    ``"direct"`` or ``"relay"`` for the path in use (None while none is selected); ``route``
+    names an ICE pair's candidate types, local first (``srflx->srflx``, ``relay->prflx``)."""
 
     rtt_ms: float | None = None
     lost_packets: int = 0
     udp_tx_bytes: int = 0
     udp_rx_bytes: int = 0
     path: str | None = None
+    route: str | None = None
 
 
 class Stream(Protocol):

@@ -25,6 +25,7 @@ path-MTU discovery, lets loopback and LAN paths carry packets up to ``max_packet
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from tunnelpy.common.errors import ConnectFailed, ProtocolError
 from tunnelpy.worker.transport.ice import IceAgent, IcePath
+from tunnelpy.worker.transport.ice_sockets import TURN_CHANNEL_OVERHEAD
 from tunnelpy.worker.transport.quic.connection import TunnelQuicConnection
 from tunnelpy.worker.transport.quic.glue import QuicTransportConnection
 from tunnelpy.worker.transport.quic.identity import ServerIdentity, certificate_fingerprint, create_server_identity
@@ -77,7 +79,22 @@ async def connect_quic(
             f"the certificate pin {cert_fingerprint!r} is not a SHA-256 (64 hex digits): "
             "paste the sender's answer block again"
         )
-    path = ice.path()
+    if is_client:
+        path = ice.path()
+    else:
+        try:
+            async with asyncio.timeout(settings.handshake_timeout):
+                path = await ice.follow_peer()
+        except TimeoutError:
+            raise ConnectFailed(
+                f"no QUIC packet from the peer on any ICE-validated pair within {settings.handshake_timeout:g} s "
+                f"(ICE chose {ice.selected_pair}): the peer is not running QUIC"
+            ) from None
+    if path.pair.relayed:
+        # Through a TURN allocation (ours or the peer's): room for the ChannelData header on the
+        # client-server leg, and no path-MTU probes (they would only prove one leg).
+        size = settings.packet_size - TURN_CHANNEL_OVERHEAD
+        settings = dataclasses.replace(settings, packet_size=size, max_packet_size=size)
     config = quic_configuration(settings, is_client=is_client, identity=identity)
     start = _Start(path, config, settings, ProbeSocket(path))
     conn: QuicTransportConnection | None = None

@@ -131,7 +131,8 @@ class QuicTransportConnection:
             rtt_ms=None if rtt is None else rtt * 1000,
             udp_tx_bytes=self._tx_bytes,
             udp_rx_bytes=self._rx_bytes,
-            path="direct",  # an ICE pair without TURN is always a direct path
+            path=self._path.pair.path,  # "relay" when a TURN candidate is in the pair
+            route=self._path.pair.route,
         )
 
     def close(self, code: int = 0, reason: str = "") -> None:

@@ -9,8 +9,8 @@ EMSGSIZE, which the transport reports to ``error_received`` and the probe counts
 back: ordinary packets keep the kernel's default, whose local fragmentation still rescues a
 base packet size that is too big for a tunnel interface (e.g. WireGuard's MTU 1420).
 
-Linux only: elsewhere :attr:`ProbeSocket.usable` is False and the connection does no
-path-MTU discovery.
+Linux only: elsewhere, and on a TURN relay candidate (no socket of its own), :attr:`ProbeSocket.usable`
+is False and the connection does no path-MTU discovery.
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ class ProbeSocket:
         # IcePath offers no accessor for its socket; its demultiplexer holds the transport.
         self._transport: Any = path.transport
         self._remote = path.remote
-        self._sock = self._transport.get_extra_info("socket")
-        option = _MTU_DISCOVER.get(self._sock.family) if sys.platform == "linux" else None
+        self._sock = self._transport.get_extra_info("socket")  # None on a TURN allocation
+        linux = sys.platform == "linux" and self._sock is not None
+        option = _MTU_DISCOVER.get(self._sock.family) if linux else None
         self._option = option
         self._default = self._sock.getsockopt(*option) if option is not None else 0
 
@@ -44,7 +45,7 @@ class ProbeSocket:
 
     def idle(self) -> bool:
         """Nothing is queued in the transport, so a datagram sent now leaves now."""
-        return not self._transport.get_write_buffer_size()
+        return self._option is not None and not self._transport.get_write_buffer_size()
 
     def send(self, datagram: bytes) -> bool:
         """Send ``datagram`` unfragmented. False if it got queued instead (the socket was
