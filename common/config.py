@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tunnelpy.common.cert_files import read_ca_file
 from tunnelpy.common.allowlist import AllowLists, Source, parse_networks, parse_socket_addr, parse_source
 from tunnelpy.common.errors import ConfigError
 from tunnelpy.common.logs import LOG_FORMATS, LOG_LEVELS
@@ -65,6 +66,7 @@ class NetOptions:
     stun_servers: tuple[str, ...] = ()
     ice_hosts: tuple[str, ...] = field(default=default_of("ice_hosts"))
     relay_auth_token: Secret | None = None  # read from ``relay_auth_token_file``
+    relay_ca_certs: tuple[bytes, ...] = ()  # DER, read from ``relay_ca_file``
     no_portmap: bool = field(default=default_of("no_portmap"))
     bind6: tuple[str, int] | None = None
     transport: TransportOptions = field(default_factory=lambda: TransportOptions())
@@ -202,6 +204,7 @@ def _net_options(raw: RawValues) -> NetOptions:
         stun_servers=_stun_servers(raw),
         ice_hosts=raw.get("ice_hosts") or (),
         relay_auth_token=token,
+        relay_ca_certs=read_ca_file(raw.get("relay_ca_file"), raw.origin["relay_ca_file"], raw.get("relay_urls")),
         no_portmap=bool(raw.get("no_portmap")),
         bind6=parsed6,
         transport=_transport_options(raw),
@@ -362,9 +365,11 @@ def build_receiver_config(raw: RawValues) -> ReceiverConfig:
     node_ids = tuple(n.strip() for n in raw.get("node_id") or ()) if iroh else ()
     if not all(node_ids):
         raise ConfigError(f"{raw.origin['node_id']}: an empty sender; give an EndpointId or a ticket")
-    if net.no_relay and not all(n.startswith("endpoint") for n in node_ids):
+    lookup_off = net.no_relay or (net.relay_urls and not net.dns_server)
+    if lookup_off and not all(n.startswith("endpoint") for n in node_ids):
+        why = "--no-relay" if net.no_relay else "--relay-url and no --dns-server"
         raise ConfigError(
-            f"{raw.origin['node_id']}: with --no-relay nothing can look up a bare EndpointId; "
+            f"{raw.origin['node_id']}: with {why} nothing can look up a bare EndpointId; "
             "pass the full ticket (endpoint...) the sender wrote to its --ticket-file"
         )
     return ReceiverConfig(

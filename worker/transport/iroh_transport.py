@@ -68,6 +68,11 @@ def endpoint_options(net: NetOptions, *, secret: bytes | None, alpns: list[bytes
         kwargs["relay_urls"] = list(net.relay_urls)
         if net.relay_auth_token:
             kwargs["relay_auth_token"] = str(net.relay_auth_token)
+        if net.relay_ca_certs:
+            kwargs["relay_ca_roots"] = list(net.relay_ca_certs)
+        if not net.dns_server:
+            # A private relay: n0's DNS would learn (and publish) who we are and where.
+            kwargs["discovery"] = False
     if net.relay_only:
         if not net.relay_urls:
             raise ConfigError("--relay-only needs --relay-url (the relay every path goes through)")

@@ -11,8 +11,10 @@ use iroh::endpoint::{
     presets, Builder, IdleTimeout, MtuDiscoveryConfig, PortmapperConfig, QuicTransportConfig,
     VarInt,
 };
+use iroh::tls::CaTlsConfig;
 use iroh::{NetReportConfig, RelayConfig, RelayMap, RelayMode, RelayUrl, SecretKey};
 use noq_proto::congestion::{Bbr3Config, CubicConfig, NewRenoConfig};
+use rustls_pki_types::CertificateDer;
 
 use crate::error::{Error, Result};
 
@@ -88,6 +90,9 @@ pub struct EndpointOptions {
     pub relays: Relays,
     /// Only relayed paths: no IP socket at all.
     pub relay_only: bool,
+    /// DER certificates trusted for the relays' TLS (HTTPS, QUIC address discovery) besides
+    /// the embedded web roots: a private relay with its own CA.
+    pub relay_ca_roots: Vec<Vec<u8>>,
     /// Publish to and resolve through pkarr/DNS (n0's servers unless overridden below).
     pub discovery: bool,
     pub pkarr_url: Option<String>,
@@ -113,6 +118,7 @@ impl Default for EndpointOptions {
             alpns: Vec::new(),
             relays: Relays::Default,
             relay_only: false,
+            relay_ca_roots: Vec::new(),
             discovery: true,
             pkarr_url: None,
             dns_origin: None,
@@ -153,6 +159,10 @@ impl EndpointOptions {
         }
         b = b.alpns(self.alpns.clone());
         b = b.relay_mode(self.relay_mode()?);
+        if !self.relay_ca_roots.is_empty() {
+            let roots = self.relay_ca_roots.iter().map(|der| CertificateDer::from(der.clone()));
+            b = b.ca_tls_config(CaTlsConfig::embedded().with_extra_roots(roots));
+        }
         b = b.portmapper_config(if self.port_mapper {
             PortmapperConfig::default()
         } else {
