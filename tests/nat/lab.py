@@ -1,0 +1,323 @@
+"""A NAT lab in network namespaces: two private LANs, each behind its own NAT router, and a
+"public" segment holding the servers the tests start there.
+
+    left host (10.1.0.2) -- router L (NAT, 198.18.0.2) --+
+                                                         +-- br0 on the server host
+    right host (10.2.0.2) -- router R (NAT, 198.18.0.3) -+   (198.18.0.10 and 198.18.0.11)
+
+Every namespace, veth and rule is made by the lab and removed at teardown; nothing is
+connected to the host's own interfaces, so no packet can leave the lab. IPv6 is off inside
+the lab (link-local candidates would only slow ICE down).
+
+NAT kinds, both with Linux conntrack (filtering is address-and-port dependent: a router drops
+what does not answer a mapping of its own):
+- CONE: MASQUERADE, which keeps the source port, so one local socket gets the same public
+  address towards every destination (endpoint-independent mapping);
+- SYMMETRIC: MASQUERADE --random-fully: a new public port for every destination.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PUBLIC_A = "198.18.0.10"
+PUBLIC_B = "198.18.0.11"
+PUBLIC_PREFIX = "198.18.0"
+STUN_PORT = 3478
+REPO = Path(__file__).resolve().parents[2]
+
+_serial = itertools.count()
+
+
+class NatKind(enum.Enum):
+    CONE = "cone"
+    SYMMETRIC = "symmetric"
+
+
+class LabUnavailable(Exception):
+    """The kernel or the user may not build namespaces here (the fixture skips)."""
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+
+
+@dataclass
+class Host:
+    """One network namespace; commands run in it through `ip netns exec`."""
+
+    name: str
+    addr: str
+    procs: list[subprocess.Popen[str]] = field(default_factory=list, repr=False)
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def popen(self, argv: Sequence[str], **kwargs: object) -> subprocess.Popen[str]:
+        kwargs.setdefault("text", True)
+        kwargs.setdefault("cwd", str(REPO))
+        proc: subprocess.Popen[str] = subprocess.Popen(self.argv(argv), **kwargs)  # type: ignore[call-overload]
+        self.procs.append(proc)
+        return proc
+
+    def run(self, argv: Sequence[str], timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.argv(argv), capture_output=True, text=True, timeout=timeout, check=check, cwd=str(REPO)
+        )
+
+    def sh(self, *commands: str) -> None:
+        """Configuration commands (ip/sysctl/iptables) that must succeed."""
+        for command in commands:
+            done = self.run(["sh", "-c", command], check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"{self.name}: {command}: {done.stderr.strip()}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 5
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@dataclass
+class Link:
+    """One uplink of a LAN host: its interface, its router and the router's side of the LAN."""
+
+    host: Host
+    device: str  # the host's interface
+    router: Host
+    router_device: str  # the router's LAN interface (taken down to cut the link)
+    gateway: str
+    public: str  # the router's public address
+
+
+@dataclass
+class Turn:
+    """coturn on the server host: STUN and TURN (long-term credentials) on both public addresses."""
+
+    user: str
+    password: str
+    stun: str = f"{PUBLIC_A}:{STUN_PORT}"
+    uri: str = f"turn:{PUBLIC_A}:{STUN_PORT}"
+
+    def password_file(self, directory: Path) -> Path:
+        path = directory / "turn-password"
+        path.write_text(self.password + "\n")
+        path.chmod(0o600)
+        return path
+
+
+class Lab:
+    def __init__(self, left: NatKind = NatKind.CONE, right: NatKind = NatKind.CONE) -> None:
+        tag = f"tp{os.getpid() % 100000}x{next(_serial)}"
+        self._tag = tag
+        self._namespaces: list[Host] = []
+        self._links: dict[str, list[Link]] = {}
+        self._routers = 0
+        self._lan_hosts: dict[str, int] = {}
+        try:
+            self.server = self._namespace(f"{tag}-srv", PUBLIC_A)
+            self.server.sh(
+                "ip link add br0 type bridge",
+                f"ip addr add {PUBLIC_A}/24 dev br0",
+                f"ip addr add {PUBLIC_B}/24 dev br0",
+                "ip link set br0 up",
+            )
+            self.left = self._namespace(f"{tag}-l", "10.1.0.2")
+            self.right = self._namespace(f"{tag}-r", "10.2.0.2")
+            self._uplink(self.left, left, lan=1)
+            self._uplink(self.right, right, lan=2)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- building -------------------------------------------------------------------------
+
+    def _namespace(self, name: str, addr: str) -> Host:
+        done = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            raise LabUnavailable(f"ip netns add refused: {done.stderr.strip() or done.returncode}")
+        host = Host(name, addr)
+        self._namespaces.append(host)
+        host.sh(
+            "ip link set lo up",
+            "sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
+            "sysctl -qw net.ipv6.conf.default.disable_ipv6=1",
+            "sysctl -qw net.ipv4.conf.all.promote_secondaries=1",
+            "sysctl -qw net.ipv4.conf.default.promote_secondaries=1",
+            # a cut link's routes are skipped, so traffic moves to the other uplink
+            "sysctl -qw net.ipv4.conf.all.ignore_routes_with_linkdown=1",
+            "sysctl -qw net.ipv4.conf.default.ignore_routes_with_linkdown=1",
+        )
+        return host
+
+    def _uplink(self, host: Host, kind: NatKind, lan: int) -> Link:
+        """A NAT router joining `host` (on LAN 10.<lan>.0.0/24) to the public segment."""
+        self._routers += 1
+        public = f"{PUBLIC_PREFIX}.{1 + self._routers}"
+        router = self._namespace(f"{self._tag}-n{self._routers}", public)
+        port = f"p{self._routers}"
+        _ip("-n", self.server.name, "link", "add", port, "type", "veth", "peer", "name", "wan", "netns", router.name)
+        self.server.sh(f"ip link set {port} master br0", f"ip link set {port} up")
+        links = self._links.setdefault(host.name, [])
+        device = f"eth{len(links)}"
+        _ip("-n", router.name, "link", "add", "lan", "type", "veth", "peer", "name", device, "netns", host.name)
+        gateway = f"10.{lan}.0.1"
+        masquerade = "MASQUERADE --random-fully" if kind is NatKind.SYMMETRIC else "MASQUERADE"
+        router.sh(
+            f"ip addr add {public}/24 dev wan",
+            f"ip addr add {gateway}/24 dev lan",
+            "ip link set wan up",
+            "ip link set lan up",
+            "sysctl -qw net.ipv4.ip_forward=1",
+            f"iptables -t nat -A POSTROUTING -o wan -j {masquerade}",
+            "iptables -A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            "iptables -A FORWARD -i wan -j DROP",
+            # nothing from outside reaches the router itself either (but answers to it)
+            "iptables -A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            "iptables -A INPUT -i wan -j DROP",
+        )
+        addr = f"10.{lan}.0.2"
+        self._lan_hosts[f"10.{lan}.0"] = 2
+        table = 100 + len(links)
+        host.sh(f"ip addr add {addr}/24 dev {device}", f"ip link set {device} up")
+        if not links:
+            host.sh(f"ip route add default via {gateway} dev {device}")
+        else:
+            # a second uplink: used for its own source address, and for everything once the
+            # first link is cut (a worse metric)
+            host.sh(
+                f"ip route add default via {gateway} dev {device} metric 200",
+                f"ip route add default via {gateway} dev {device} table {table}",
+                f"ip rule add from {addr} table {table}",
+            )
+        link = Link(host, device, router, "lan", gateway, public)
+        links.append(link)
+        return link
+
+    # -- drills ---------------------------------------------------------------------------
+
+    def nat_public(self, host: Host) -> str:
+        return self.primary(host).public
+
+    def primary(self, host: Host) -> Link:
+        return self._links[host.name][0]
+
+    def add_uplink(self, host: Host, kind: NatKind = NatKind.CONE) -> Link:
+        lan = 10 + self._routers
+        return self._uplink(host, kind, lan=lan)
+
+    def cut(self, link: Link) -> None:
+        link.router.sh(f"ip link set {link.router_device} down")
+
+    def restore(self, link: Link) -> None:
+        link.router.sh(f"ip link set {link.router_device} up")
+        # the kernel dropped the routes through the gateway while the carrier was down
+        link.host.sh(
+            f"ip route replace default via {link.gateway} dev {link.device}"
+            + ("" if link is self.primary(link.host) else " metric 200")
+        )
+
+    def readdress(self, host: Host) -> str:
+        """Move `host` to the next address of its first LAN (old address gone, route kept)."""
+        link = self.primary(host)
+        prefix = link.gateway.rsplit(".", 1)[0]
+        self._lan_hosts[prefix] += 1
+        new = f"{prefix}.{self._lan_hosts[prefix]}"
+        old = host.addr
+        host.sh(
+            f"ip addr add {new}/24 dev {link.device}",
+            f"ip addr del {old}/24 dev {link.device}",
+            f"ip route replace default via {link.gateway} dev {link.device}",
+        )
+        host.addr = new
+        return new
+
+    def shape(self, delay_ms: float, loss_pct: float = 0.0) -> None:
+        """netem on every router's WAN side, both ways (RTT across the lab = 4 x delay_ms)."""
+        loss = f" loss {loss_pct}%" if loss_pct else ""
+        for links in self._links.values():
+            for link in links:
+                link.router.sh(f"tc qdisc replace dev wan root netem delay {delay_ms}ms{loss} limit 100000")
+        for link_port in range(1, self._routers + 1):
+            self.server.sh(f"tc qdisc replace dev p{link_port} root netem delay {delay_ms}ms{loss} limit 100000")
+
+    # -- servers --------------------------------------------------------------------------
+
+    def start_coturn(self, user: str = "tunnel", password: str = "lab-turn-secret") -> Turn:
+        binary = shutil.which("turnserver")
+        if binary is None:
+            raise RuntimeError("coturn is not installed: run scripts/setup-test-env")
+        self.server.popen(
+            [
+                binary,
+                "-n",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--fingerprint",
+                f"--listening-ip={PUBLIC_A}",
+                f"--listening-ip={PUBLIC_B}",
+                f"--listening-port={STUN_PORT}",
+                f"--relay-ip={PUBLIC_A}",
+                "--min-port=49152",
+                "--max-port=49999",
+                "--lt-cred-mech",
+                "--realm=tunnel-py.test",
+                f"--user={user}:{password}",
+                "--no-multicast-peers",
+                f"--pidfile=/tmp/{self._tag}-turnserver.pid",
+                "--log-file=stdout",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        turn = Turn(user, password)
+        deadline = time.monotonic() + 15
+        while True:  # ready once it answers a binding request from the left host
+            try:
+                if self.stun_mapping(self.left, turn, timeout=0.5):
+                    return turn
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
+
+    def stun_mapping(self, host: Host, turn: Turn, timeout: float = 2.0) -> list[tuple[str, int]]:
+        """The public address PUBLIC_A and PUBLIC_B each see for one local UDP socket of `host`."""
+        servers = [f"{PUBLIC_A}:{STUN_PORT}", f"{PUBLIC_B}:{STUN_PORT}"]
+        done = host.run(
+            [sys.executable, "-m", "tests.nat.stun_check", "--timeout", str(timeout), *servers],
+            timeout=timeout * 3 + 10,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"stun_check from {host.name}: {done.stderr.strip()}")
+        return [(ip, int(port)) for ip, port in json.loads(done.stdout)]
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for host in self._namespaces:
+            host.stop()
+        for host in reversed(self._namespaces):
+            subprocess.run(["ip", "netns", "del", host.name], capture_output=True, timeout=30)
+        self._namespaces.clear()

@@ -1,0 +1,125 @@
+"""Traffic ends that run inside lab hosts (the pytest process cannot reach a namespace's
+loopback). Both print one JSON line.
+
+    python3 -m tests.nat.traffic serve PORT SIZE [--rate BYTES_PER_S]
+        listens on 127.0.0.1:PORT, prints {"ready": PORT}, then sends SIZE deterministic bytes to
+        every connection (paced to --rate when given, so a transfer can span a drill)
+    python3 -m tests.nat.traffic fetch HOST:PORT [--timeout S]
+        connects (retrying until --timeout), reads to EOF, prints
+        {"bytes": N, "sha256": HEX, "ttfb_s": S, "total_s": S}
+
+`expected_sha256(size)` is what a fetch of an intact transfer prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import socket
+import sys
+import threading
+import time
+
+CHUNK = 64 * 1024
+
+
+def _chunks(size: int):  # type: ignore[no-untyped-def]
+    block = hashlib.sha256(b"tunnel-py nat lab").digest() * (CHUNK // 32)
+    sent = 0
+    counter = 0
+    while sent < size:
+        piece = bytes([counter % 251]) + block[1 : min(CHUNK, size - sent)]
+        counter += 1
+        sent += len(piece)
+        yield piece
+
+
+def expected_sha256(size: int) -> str:
+    digest = hashlib.sha256()
+    for piece in _chunks(size):
+        digest.update(piece)
+    return digest.hexdigest()
+
+
+def _send(conn: socket.socket, size: int, rate: float | None) -> None:
+    start = time.monotonic()
+    sent = 0
+    with conn:
+        for piece in _chunks(size):
+            conn.sendall(piece)
+            sent += len(piece)
+            if rate:
+                ahead = sent / rate - (time.monotonic() - start)
+                if ahead > 0:
+                    time.sleep(ahead)
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(30)
+        try:
+            while conn.recv(CHUNK):
+                pass
+        except OSError:
+            pass
+
+
+def serve(port: int, size: int, rate: float | None) -> int:
+    listener = socket.create_server(("127.0.0.1", port))
+    print(json.dumps({"ready": listener.getsockname()[1]}), flush=True)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=_send, args=(conn, size, rate), daemon=True).start()
+
+
+def fetch(target: str, timeout: float) -> int:
+    host, port = target.rsplit(":", 1)
+    start = time.monotonic()
+    while True:
+        try:
+            conn = socket.create_connection((host, int(port)), timeout=5)
+            break
+        except OSError:
+            if time.monotonic() - start > timeout:
+                raise
+            time.sleep(0.1)
+    digest = hashlib.sha256()
+    total = 0
+    first: float | None = None
+    conn.settimeout(timeout)
+    with conn:
+        while data := conn.recv(CHUNK):
+            if first is None:
+                first = time.monotonic() - start
+            digest.update(data)
+            total += len(data)
+    print(
+        json.dumps(
+            {
+                "bytes": total,
+                "sha256": digest.hexdigest(),
+                "ttfb_s": round(first or 0.0, 3),
+                "total_s": round(time.monotonic() - start, 3),
+            }
+        ),
+        flush=True,
+    )
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("port", type=int)
+    s.add_argument("size", type=int)
+    s.add_argument("--rate", type=float)
+    f = sub.add_parser("fetch")
+    f.add_argument("target")
+    f.add_argument("--timeout", type=float, default=60)
+    args = parser.parse_args()
+    if args.cmd == "serve":
+        return serve(args.port, args.size, args.rate)
+    return fetch(args.target, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
