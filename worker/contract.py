@@ -104,6 +104,7 @@ class Heartbeat:
     lost_packets: int = 0  # the transport's lost-packet counter
     datagrams_dropped: int = 0  # UDP datagrams dropped because the tunnel's send queue was full
     path: str | None = None  # "direct" or "relay" once connected (None: unknown)
+    paths: tuple[str, ...] = ()  # every open path (iroh multipath), the selected first: "direct IP:PORT 3ms"
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,6 +72,9 @@ class IrohRendezvous:
 
     async def prepare(self) -> WorkerReady:
         self._endpoint = endpoint = await iroh_transport.bind_endpoint(self._net, secret=None, alpns=[wire.ALPN])
+        if not self._net.no_relay:
+            # The ticket must name our home relay: the receiver's way in when no direct path works.
+            await iroh_transport.wait_online(endpoint)
         if not self._net.stun_servers:
             return WorkerReady(ticket=iroh_transport.ticket_of(endpoint))
         return WorkerReady(ticket=iroh_transport.ticket_of(endpoint, await iroh_direct_addresses(endpoint, self._net)))

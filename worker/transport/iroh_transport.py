@@ -21,8 +21,11 @@ from tunnelpy.common.errors import (
     DatagramTooLarge,
     StreamReset,
 )
+from tunnelpy.common.logs import get_logger
 from tunnelpy.worker import _native
 from tunnelpy.worker.transport.interface import TransportStats
+
+log = get_logger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 
@@ -109,6 +112,17 @@ async def bind_endpoint(net: NetOptions, *, secret: bytes | None, alpns: list[by
         return await _native.Endpoint.bind(options)
     except _native.NativeError as exc:
         raise ConfigError(f"cannot bind the iroh endpoint ({describe(exc)}); check --bind") from exc
+
+
+async def wait_online(endpoint: _native.Endpoint, timeout: float = CONNECT_TIMEOUT) -> bool:
+    """Until a home relay is connected (its URL then goes into our tickets); False after ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            await endpoint.online()
+    except TimeoutError:
+        log.warning("iroh.relay_unreachable", timeout_s=timeout)
+        return False
+    return True
 
 
 async def close_endpoint(endpoint: _native.Endpoint | None) -> None:
@@ -258,6 +272,10 @@ class IrohConnection:
             udp_tx_bytes=s["udp_tx_bytes"],
             udp_rx_bytes=s["udp_rx_bytes"],
             path=None if s["path"] == "none" else s["path"],
+            paths=tuple(
+                f"{p['kind']} {p['remote']} {p['rtt_ms']:.0f}ms" + (" selected" if p["selected"] else "")
+                for p in self.raw.paths()
+            ),
         )
 
     def counters(self) -> _native.Counters:
