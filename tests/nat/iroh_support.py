@@ -161,3 +161,35 @@ def report(mode: str, nat: str, path: str, result: dict[str, Any], **extra: obje
     """The one line per test the coordinator collects for the closing note."""
     more = "".join(f" {k}={v}" for k, v in extra.items())
     print(f"NAT-RESULT mode={mode} nat={nat} path={path} ttfb_s={result['ttfb_s']}{more}", flush=True)
+
+
+async def _copy_block(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    """One printed OFFER/ANSWER block from one side's stdout to the other's stdin, as pasted."""
+    while line := await source.readline():
+        sink.write(line)
+        if line.startswith(b"-----END"):
+            break
+    await sink.drain()
+
+
+async def start_manual_pair(tunnel: Tunnel, lab: Lab, port: int, stun: str) -> tuple[Peer, Peer]:
+    """iroh-manual: the receiver on the right host, the sender on the left, blocks piped across."""
+    receiver = tunnel.peer(
+        lab.right,
+        "receiver",
+        ["receiver", "iroh-manual", "--stun-server", stun, "--source", f"tcp://127.0.0.1:{port}"]
+        + ["--target", LISTEN, "--log-format", "json"],
+    )
+    sender = tunnel.peer(
+        lab.left,
+        "sender",
+        ["sender", "iroh-manual", "--stun-server", stun, "--allowed-tcp", "127.0.0.0/8"]
+        + ["--control", str(tunnel.control), "--log-format", "json"],
+    )
+    for peer in (receiver, sender):
+        await peer.start(stdin=asyncio.subprocess.PIPE)
+    assert receiver.proc and sender.proc
+    assert receiver.proc.stdout and sender.proc.stdout and receiver.proc.stdin and sender.proc.stdin
+    await _copy_block(receiver.proc.stdout, sender.proc.stdin)
+    await _copy_block(sender.proc.stdout, receiver.proc.stdin)
+    return receiver, sender
