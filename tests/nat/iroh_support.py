@@ -25,6 +25,7 @@ from tests.nat.lab import PUBLIC_A, Host, Lab
 from tests.nat.traffic import expected_sha256
 from tunnelpy.bench.harness import Peer, cli_command
 from tunnelpy.cli.status import fetch_status
+from tunnelpy.signaling import manual_blocks as mb
 
 RELAY_PORT = 3340
 LISTEN = "127.0.0.1:4000"  # the receiver's local listener, inside its own namespace
@@ -49,6 +50,7 @@ class Tunnel:
 
     work: Path
     peers: list[Peer] = field(default_factory=list)
+    receiver_started: float = 0.0  # time.monotonic() at the receiver's start (ttfb counts from there)
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def peer(self, host: Host, name: str, args: list[str]) -> Peer:
@@ -98,6 +100,7 @@ async def start_sender(tunnel: Tunnel, host: Host, mode_flags: list[str]) -> tup
 
 
 async def start_receiver(tunnel: Tunnel, host: Host, ticket: str, port: int, mode_flags: list[str]) -> Peer:
+    tunnel.receiver_started = time.monotonic()
     receiver = tunnel.peer(
         host,
         "receiver",
@@ -119,12 +122,15 @@ async def start_receiver(tunnel: Tunnel, host: Host, ticket: str, port: int, mod
     return receiver
 
 
-async def fetch(host: Host, size: int, timeout: float = 60) -> dict[str, Any]:
+async def fetch(tunnel: Tunnel, host: Host, size: int, timeout: float = 60) -> dict[str, Any]:
     """Fetch the known bytes through the receiver's listener (retrying until it listens);
-    checks the SHA-256 and returns traffic.py's report (``ttfb_s`` from the fetch's start)."""
+    checks the SHA-256 and returns traffic.py's report, ``ttfb_s`` counted from the receiver's
+    start (process start, session setup, first byte through the tunnel)."""
     argv = [sys.executable, "-m", "tests.nat.traffic", "fetch", LISTEN, "--timeout", str(timeout)]
+    started = time.monotonic()
     done = await asyncio.to_thread(host.run, argv, timeout + 30)
     result: dict[str, Any] = json.loads(done.stdout)
+    result["ttfb_s"] = round(started - tunnel.receiver_started + result["ttfb_s"], 3)
     assert result["bytes"] == size, result
     assert result["sha256"] == expected_sha256(size), "the transfer arrived damaged"
     return result
@@ -163,33 +169,57 @@ def report(mode: str, nat: str, path: str, result: dict[str, Any], **extra: obje
     print(f"NAT-RESULT mode={mode} nat={nat} path={path} ttfb_s={result['ttfb_s']}{more}", flush=True)
 
 
-async def _copy_block(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+async def _copy_block(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> str:
     """One printed OFFER/ANSWER block from one side's stdout to the other's stdin, as pasted."""
+    lines = []
     while line := await source.readline():
         sink.write(line)
+        lines.append(line.decode())
         if line.startswith(b"-----END"):
             break
     await sink.drain()
+    return "".join(lines)
 
 
-async def start_manual_pair(tunnel: Tunnel, lab: Lab, port: int, stun: str) -> tuple[Peer, Peer]:
+async def start_manual_pair(tunnel: Tunnel, lab: Lab, port: int, stun: str) -> tuple[mb.IrohOffer, mb.IrohAnswer]:
     """iroh-manual: the receiver on the right host, the sender on the left, blocks piped across."""
+    tunnel.receiver_started = time.monotonic()
     receiver = tunnel.peer(
         lab.right,
         "receiver",
-        ["receiver", "iroh-manual", "--stun-server", stun, "--source", f"tcp://127.0.0.1:{port}"]
-        + ["--target", LISTEN, "--log-format", "json"],
+        [
+            *("receiver", "iroh-manual", "--stun-server", stun, "--source", f"tcp://127.0.0.1:{port}"),
+            *("--target", LISTEN, "--log-format", "json"),
+        ],
     )
     sender = tunnel.peer(
         lab.left,
         "sender",
-        ["sender", "iroh-manual", "--stun-server", stun, "--allowed-tcp", "127.0.0.0/8"]
-        + ["--control", str(tunnel.control), "--log-format", "json"],
+        [
+            *("sender", "iroh-manual", "--stun-server", stun, "--allowed-tcp", "127.0.0.0/8"),
+            *("--control", str(tunnel.control), "--log-format", "json"),
+        ],
     )
     for peer in (receiver, sender):
         await peer.start(stdin=asyncio.subprocess.PIPE)
     assert receiver.proc and sender.proc
     assert receiver.proc.stdout and sender.proc.stdout and receiver.proc.stdin and sender.proc.stdin
-    await _copy_block(receiver.proc.stdout, sender.proc.stdin)
-    await _copy_block(sender.proc.stdout, receiver.proc.stdin)
-    return receiver, sender
+    offer = mb.decode_block(await _copy_block(receiver.proc.stdout, sender.proc.stdin), mb.BlockKind.IROH_OFFER)
+    answer = mb.decode_block(await _copy_block(sender.proc.stdout, receiver.proc.stdin), mb.BlockKind.IROH_ANSWER)
+    assert isinstance(offer, mb.IrohOffer) and isinstance(answer, mb.IrohAnswer)
+    return offer, answer
+
+
+def udp_mappings(router: Host, lan_ip: str) -> list[tuple[str, int]]:
+    """(destination, public port) of each UDP flow the router NATs for ``lan_ip`` (its conntrack)."""
+    out = []
+    for line in router.run(["cat", "/proc/net/nf_conntrack"]).stdout.splitlines():
+        words = line.split()
+        if "udp" not in words or f"src={lan_ip}" not in words:
+            continue
+        # the original tuple comes first (its dst: the peer), the reply tuple second (its dport:
+        # the public port the router gave this flow)
+        dst = next(w.split("=", 1)[1] for w in words if w.startswith("dst="))
+        public_port = [w.split("=", 1)[1] for w in words if w.startswith("dport=")][-1]
+        out.append((dst, int(public_port)))
+    return out

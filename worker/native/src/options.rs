@@ -160,7 +160,10 @@ impl EndpointOptions {
         b = b.alpns(self.alpns.clone());
         b = b.relay_mode(self.relay_mode()?);
         if !self.relay_ca_roots.is_empty() {
-            let roots = self.relay_ca_roots.iter().map(|der| CertificateDer::from(der.clone()));
+            let roots = self
+                .relay_ca_roots
+                .iter()
+                .map(|der| CertificateDer::from(der.clone()));
             b = b.ca_tls_config(CaTlsConfig::embedded().with_extra_roots(roots));
         }
         b = b.portmapper_config(if self.port_mapper {
@@ -277,6 +280,14 @@ impl TransportOptions {
                 )
             };
             t = t.max_idle_timeout(timeout);
+            if let Some(path_idle) = path_idle_timeout(v) {
+                // iroh abandons a silent path after 15 s; with a connection idle timeout at or
+                // below that, a dead direct path would take the whole connection with it
+                // instead of handing its traffic to the relay path (or another direct one).
+                t = t
+                    .default_path_max_idle_timeout(path_idle)
+                    .default_path_keep_alive_interval(path_idle / 3);
+            }
         }
         let (initial, min) = (self.initial_mtu, self.min_mtu);
         if let (Some(i), Some(m)) = (initial, min) {
@@ -319,6 +330,15 @@ impl TransportOptions {
         }
         Ok(t.build())
     }
+}
+
+/// The per-path idle timeout for a connection idle timeout `idle`: half of it, at most
+/// iroh's own 15 s; `None` (iroh's default) when the connection never idles out.
+pub fn path_idle_timeout(idle: Duration) -> Option<Duration> {
+    if idle.is_zero() {
+        return None;
+    }
+    Some((idle / 2).min(Duration::from_secs(15)))
 }
 
 fn varint(v: u64, name: &str) -> Result<VarInt> {
@@ -379,6 +399,19 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(t.build(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn a_path_idles_out_before_its_connection() {
+        assert_eq!(
+            path_idle_timeout(Duration::from_secs(15)),
+            Some(Duration::from_millis(7500))
+        );
+        assert_eq!(
+            path_idle_timeout(Duration::from_secs(300)),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(path_idle_timeout(Duration::ZERO), None);
     }
 
     #[test]
