@@ -109,6 +109,12 @@ class EndpointOptions:
         datagram_send_buffer: int | None = None,
     ) -> None: ...
 
+class RelayState(TypedDict):
+    url: str
+    connected: bool
+    error: str | None  # the last connection error (None while connected or before any failure)
+    auth_denied: str | None  # the relay's reason when it refused our auth token
+
 class Endpoint:
     """A bound iroh endpoint."""
 
@@ -130,6 +136,8 @@ class Endpoint:
         """The next incoming connection that completed its handshake; None once closed."""
     async def accept_incoming(self) -> Incoming | None:
         """The next incoming connection *before* its handshake; None once closed."""
+    def home_relays(self) -> list[RelayState]:
+        """The home relays as they stand now (empty with relays disabled)."""
     async def online(self) -> None:
         """Until a home relay is connected (never, with relays disabled: bound it)."""
     async def close(self) -> None: ...

@@ -130,6 +130,7 @@ def test_relay_auth_token_admits_the_right_one_and_refuses_a_wrong_one(
             _, ticket = await start_sender(cluster, relay_args(relay, right))
             refused = await start_receiver(cluster, ticket, echo.tcp_port, relay_args(relay, wrong), "refused")
             assert await refused.wait(timeout=40) == ExitCode.CONNECT_FAILED
+            assert f"the relay {relay.url}/ refused our token" in refused.tail(), refused.tail()
             admitted = await start_receiver(cluster, ticket, echo.tcp_port, relay_args(relay, right), "admitted")
             await assert_transfer(admitted, 256 * 1024)
             assert await session_path(work) == "relay"

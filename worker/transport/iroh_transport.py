@@ -120,9 +120,24 @@ async def wait_online(endpoint: _native.Endpoint, timeout: float = CONNECT_TIMEO
         async with asyncio.timeout(timeout):
             await endpoint.online()
     except TimeoutError:
-        log.warning("iroh.relay_unreachable", timeout_s=timeout)
+        log.warning("iroh.relay_unreachable", timeout_s=timeout, why=relay_trouble(endpoint))
         return False
     return True
+
+
+def relay_trouble(endpoint: _native.Endpoint) -> str | None:
+    """Why no home relay is connected, in one line (None if one is, or none is configured)."""
+    relays = endpoint.home_relays()
+    if not relays or any(r["connected"] for r in relays):
+        return None
+    for r in relays:
+        if r["auth_denied"] is not None:
+            return (
+                f"the relay {r['url']} refused our token ({r['auth_denied'] or 'no reason given'}): "
+                "check --relay-auth-token-file"
+            )
+    errors = [f"{r['url']}: {' '.join(r['error'].split())}" for r in relays if r["error"]]
+    return "no relay reachable (" + "; ".join(errors) + ")" if errors else None
 
 
 async def close_endpoint(endpoint: _native.Endpoint | None) -> None:
@@ -167,7 +182,8 @@ async def connect(
     except _native.NativeConfigError as exc:
         raise ConfigError(describe(exc)) from exc
     except _native.NativeError as exc:
-        raise ConnectFailed(describe(exc)) from exc
+        trouble = relay_trouble(endpoint)
+        raise ConnectFailed(describe(exc) + (f"; {trouble}" if trouble else "")) from exc
 
 
 async def accept_connection(incoming: _native.Incoming, timeout: float = CONNECT_TIMEOUT) -> IrohConnection:

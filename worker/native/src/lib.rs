@@ -9,6 +9,7 @@ pub mod error;
 pub mod net;
 pub mod options;
 pub mod paths;
+pub mod relays;
 pub mod splice;
 pub mod udp;
 pub mod wire;

@@ -26,6 +26,7 @@ use crate::error::Error;
 use crate::net;
 use crate::options::{Congestion, EndpointOptions as CoreOptions, Relays};
 use crate::paths;
+use crate::relays;
 use crate::splice;
 use crate::udp;
 
@@ -465,6 +466,21 @@ impl Endpoint {
                 inner: Arc::new(inner),
             }))
         })
+    }
+
+    /// The home relays now: dicts of url, connected, error, auth_denied.
+    fn home_relays<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        relays::home_relays(self.inner.raw())
+            .into_iter()
+            .map(|r| {
+                let d = PyDict::new(py);
+                d.set_item("url", r.url)?;
+                d.set_item("connected", r.connected)?;
+                d.set_item("error", r.error)?;
+                d.set_item("auth_denied", r.auth_denied)?;
+                Ok(d)
+            })
+            .collect()
     }
 
     /// Waits until a home relay is connected (never returns with relays disabled).
