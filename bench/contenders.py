@@ -177,7 +177,7 @@ class SshForward(Contender):
                 "ExitOnForwardFailure=yes",
                 "-L",
                 f"127.0.0.1:{port}:{target[0]}:{target[1]}",
-                f"{self.sshd.user}@127.0.0.1",
+                f"{self.sshd.user}@{self.sshd.listen}",
             ],
         )
         assert peer.proc is not None
@@ -250,11 +250,15 @@ class Tunnel(Contender):
 
 
 class SshServer:
-    """sshd -D on 127.0.0.1 as the current user, with its own config, host key and user key in ``dir``."""
+    """sshd -D on ``listen`` (127.0.0.1) as the current user, with its own config, host key and user key
+    in ``dir``; ``prefix`` runs it through another command (``ip netns exec NS``: the NAT lab)."""
 
-    def __init__(self, work: Path, sshd: str, ssh: str, keygen: str) -> None:
+    def __init__(
+        self, work: Path, sshd: str, ssh: str, keygen: str, listen: str = "127.0.0.1", prefix: tuple[str, ...] = ()
+    ) -> None:
         self.dir, self.sshd, self.ssh, self.keygen = work / "ssh", sshd, ssh, keygen
         self.port, self.user, self.pid = free_port(), pwd.getpwuid(os.getuid()).pw_name, 0
+        self.listen, self.prefix = listen, prefix
         self.peer: Peer | None = None
         self.notes: list[str] = []
 
@@ -263,13 +267,13 @@ class SshServer:
         for key in ("host_key", "user_key"):
             await _run([self.keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / key)])
         host_pub = (self.dir / "host_key.pub").read_text().split()
-        (self.dir / "known_hosts").write_text(f"[127.0.0.1]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        (self.dir / "known_hosts").write_text(f"[{self.listen}]:{self.port} {host_pub[0]} {host_pub[1]}\n")
         shutil.copy(self.dir / "user_key.pub", self.dir / "authorized_keys")
         (self.dir / "sshd_config").write_text(
             "\n".join(
                 [
                     f"Port {self.port}",
-                    "ListenAddress 127.0.0.1",
+                    f"ListenAddress {self.listen}",
                     f"HostKey {self.dir / 'host_key'}",
                     f"AuthorizedKeysFile {self.dir / 'authorized_keys'}",
                     "StrictModes no",
@@ -291,12 +295,12 @@ class SshServer:
             Path("/run/sshd").mkdir(mode=0o755)
             self.notes.append("created /run/sshd (sshd's privilege-separation directory, missing here)")
         self.peer = await Peer(
-            "sshd", ["-D", "-e", "-f", str(self.dir / "sshd_config")], self.dir, command=[self.sshd]
+            "sshd", ["-D", "-e", "-f", str(self.dir / "sshd_config")], self.dir, command=[*self.prefix, self.sshd]
         ).start()
         assert self.peer.proc is not None
         self.pid = self.peer.proc.pid
         async with asyncio.timeout(SETUP_DEADLINE):
-            while not await _banner_seen(("127.0.0.1", self.port)):
+            while not await _banner_seen((self.listen, self.port)):
                 if self.peer.proc.returncode is not None:
                     raise RuntimeError(f"sshd exited ({self.peer.proc.returncode}):\n{self.peer.tail()}")
                 await asyncio.sleep(0.05)

@@ -132,10 +132,18 @@ class Peer:
 
 
 async def start_sender(
-    work: Path, peers: list[Peer], *, mode: str = "iroh", extra: list[str] | None = None, name: str = "sender"
+    work: Path,
+    peers: list[Peer],
+    *,
+    mode: str = "iroh",
+    extra: list[str] | None = None,
+    name: str = "sender",
+    bind: str = "127.0.0.1:0",
+    prefix: list[str] | None = None,
 ) -> tuple[Peer, str]:
-    """Start an offline iroh sender on 127.0.0.1; returns the peer and its endpoint ticket.
+    """Start an offline iroh sender on ``bind``; returns the peer and its endpoint ticket.
 
+    ``prefix`` runs it through another command (``ip netns exec NS``: the NAT lab's hosts).
     The peer joins ``peers`` before anything is awaited, so the caller's cleanup stops it even
     if it never comes online (the same holds for every ``start_*`` here).
     """
@@ -145,7 +153,7 @@ async def start_sender(
         mode,
         "--no-relay",
         "--bind",
-        "127.0.0.1:0",
+        bind,
         "--ticket-file",
         str(ticket),
         "--control",
@@ -154,7 +162,7 @@ async def start_sender(
         "json",
         *(extra or []),
     ]
-    peer = Peer(name, args, work)
+    peer = Peer(name, args, work, command=[*prefix, *cli_command()] if prefix else None)
     peers.append(peer)
     await peer.start()
     await peer.wait_event("supervisor.online")
@@ -328,7 +336,8 @@ MANUAL_LOOPBACK = {
 class ManualPair:
     """A receiver and a sender of a copy-paste mode, their stdout piped into each other's stdin.
 
-    ``edit_answer`` may change the lines of the sender's answer on their way to the receiver.
+    ``edit_answer`` may change the lines of the sender's answer on their way to the receiver;
+    ``sender_prefix`` runs the sender through another command (``ip netns exec NS``).
     """
 
     def __init__(
@@ -340,9 +349,11 @@ class ManualPair:
         sender_args: list[str],
         receiver_args: list[str],
         edit_answer: Callable[[list[bytes]], list[bytes]] | None = None,
+        sender_prefix: list[str] | None = None,
     ) -> None:
         self.work, self.peers, self.mode, self.source = work, peers, mode, source
         self.sender_args, self.receiver_args, self.edit_answer = sender_args, receiver_args, edit_answer
+        self.sender_command = [*sender_prefix, *cli_command()] if sender_prefix else None
         self.pumps: list[asyncio.Task[list[bytes]]] = []
 
     async def start(self, relay: bool = True) -> tuple[Peer, Peer]:
@@ -367,6 +378,7 @@ class ManualPair:
             "sender",
             ["sender", self.mode, "--control", str(work / "sender.sock"), "--log-format", "json", *self.sender_args],
             work,
+            command=self.sender_command,
         )
         for peer in (receiver, sender):
             self.peers.append(peer)

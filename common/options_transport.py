@@ -24,7 +24,7 @@ IROH_TRANSPORT_OPTIONS: tuple[Option, ...] = (
     Option(
         "receive_window",
         "--receive-window",
-        "QUIC connection receive window, bytes (0 = iroh's default)",
+        "QUIC receive window of the connection and of each stream, bytes (0 = iroh's default)",
         kind="int",
         default=0,
         metavar="BYTES",

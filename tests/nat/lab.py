@@ -131,12 +131,16 @@ class Lab:
         self._tag = tag
         self._namespaces: list[Host] = []
         self._links: dict[str, list[Link]] = {}
+        self._offloads_off = False
         self._routers = 0
         self._lan_hosts: dict[str, int] = {}
+        self._delayers: dict[str, subprocess.Popen[str]] = {}
         try:
             self.server = self._namespace(f"{tag}-srv", PUBLIC_A)
             self.server.sh(
-                "ip link add br0 type bridge",
+                # a fixed MAC: a bridge otherwise takes its lowest port's, which changes when an
+                # uplink is added and leaves the routers' ARP entries pointing nowhere
+                "ip link add br0 address 02:00:c6:12:00:0a type bridge",
                 f"ip addr add {PUBLIC_A}/24 dev br0",
                 f"ip addr add {PUBLIC_B}/24 dev br0",
                 "ip link set br0 up",
@@ -211,6 +215,7 @@ class Lab:
             )
         link = Link(host, device, router, "lan", gateway, public)
         links.append(link)
+        self._offloads_off = False  # the new link's veths have theirs on (shape() again after adding one)
         return link
 
     # -- drills ---------------------------------------------------------------------------
@@ -252,13 +257,52 @@ class Lab:
         return new
 
     def shape(self, delay_ms: float, loss_pct: float = 0.0) -> None:
-        """netem on every router's WAN side, both ways (RTT across the lab = 4 x delay_ms)."""
-        loss = f" loss {loss_pct}%" if loss_pct else ""
+        """Delay (and lose) what every router forwards, both ways: a path through one router
+        (a LAN host to the server) gets RTT = 2 x delay_ms, LAN to LAN 4 x delay_ms.
+
+        The kernels we run on lack tc netem, so the delay is a user-space delay line per router
+        (tests/nat/delay.py, NFQUEUE) and the loss iptables' `statistic` match. Calling it again
+        replaces the shaping; shape(0) removes it."""
+        self._wire_sized_packets()
+        for router in self._router_hosts():
+            router.sh("iptables -t mangle -F FORWARD")
+            old = self._delayers.pop(router.name, None)
+            if old is not None:
+                old.terminate()
+                old.wait(timeout=10)
+            if loss_pct:
+                router.sh(
+                    f"iptables -t mangle -A FORWARD -m statistic --mode random --probability "
+                    f"{loss_pct / 100:.6f} -j DROP"
+                )
+            if delay_ms:
+                line = router.popen(
+                    [sys.executable, "-m", "tests.nat.delay", "--delay-ms", str(delay_ms)], stdout=subprocess.PIPE
+                )
+                assert line.stdout is not None
+                if not line.stdout.readline():
+                    raise RuntimeError(f"{router.name}: the delay line did not start")
+                self._delayers[router.name] = line
+                router.sh("iptables -t mangle -A FORWARD -j NFQUEUE --queue-num 0")
+
+    def _wire_sized_packets(self) -> None:
+        """Segmentation offloads off on every veth of the lab: a loss rule or a delay line then
+        sees packets of wire size, not 64 KB TCP/UDP super-packets (which would make TCP's loss
+        rate per segment tens of times lower than QUIC's)."""
+        if self._offloads_off:
+            return
+        if shutil.which("ethtool") is None:
+            raise RuntimeError("ethtool is not installed: run scripts/setup-test-env")
+        devices = [(self.server, f"p{n}") for n in range(1, self._routers + 1)]
         for links in self._links.values():
             for link in links:
-                link.router.sh(f"tc qdisc replace dev wan root netem delay {delay_ms}ms{loss} limit 100000")
-        for link_port in range(1, self._routers + 1):
-            self.server.sh(f"tc qdisc replace dev p{link_port} root netem delay {delay_ms}ms{loss} limit 100000")
+                devices += [(link.host, link.device), (link.router, "lan"), (link.router, "wan")]
+        for host, device in devices:
+            host.sh(f"ethtool -K {device} tso off gso off gro off tx-udp-segmentation off")
+        self._offloads_off = True
+
+    def _router_hosts(self) -> list[Host]:
+        return [link.router for links in self._links.values() for link in links]
 
     # -- servers --------------------------------------------------------------------------
 
@@ -303,6 +347,13 @@ class Lab:
 
     def stun_mapping(self, host: Host, turn: Turn, timeout: float = 2.0) -> list[tuple[str, int]]:
         """The public address PUBLIC_A and PUBLIC_B each see for one local UDP socket of `host`."""
+        return [(ip, port) for ip, port, _ in self._stun_check(host, timeout)]
+
+    def stun_rtt(self, host: Host, turn: Turn, timeout: float = 5.0) -> float:
+        """The shorter of two STUN round trips from `host` to the server host, in seconds."""
+        return min(rtt for _, _, rtt in self._stun_check(host, timeout))
+
+    def _stun_check(self, host: Host, timeout: float) -> list[tuple[str, int, float]]:
         servers = [f"{PUBLIC_A}:{STUN_PORT}", f"{PUBLIC_B}:{STUN_PORT}"]
         done = host.run(
             [sys.executable, "-m", "tests.nat.stun_check", "--timeout", str(timeout), *servers],
@@ -311,7 +362,7 @@ class Lab:
         )
         if done.returncode != 0:
             raise RuntimeError(f"stun_check from {host.name}: {done.stderr.strip()}")
-        return [(ip, int(port)) for ip, port in json.loads(done.stdout)]
+        return [(ip, int(port), float(rtt)) for ip, port, rtt in json.loads(done.stdout)]
 
     # -- teardown -------------------------------------------------------------------------
 

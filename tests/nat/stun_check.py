@@ -2,8 +2,9 @@
 
     python3 -m tests.nat.stun_check [--timeout S] HOST:PORT HOST:PORT ...
 
-Prints a JSON list of [ip, port] (one per server, in order); exits 1 when a server does not
-answer. Equal addresses = endpoint-independent mapping (cone); different = symmetric.
+Prints a JSON list of [ip, port, rtt_s] (one per server, in order; rtt_s of the answered
+request); exits 1 when a server does not answer. Equal addresses = endpoint-independent
+mapping (cone); different = symmetric.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import time
 from aioice import stun
 
 
-def mapped(sock: socket.socket, server: tuple[str, int], timeout: float) -> tuple[str, int]:
-    request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+def mapped(sock: socket.socket, server: tuple[str, int], timeout: float) -> tuple[str, int, float]:
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
+        request = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+        sent = time.monotonic()
         sock.sendto(bytes(request), server)
         sock.settimeout(min(0.25, left))
         try:
@@ -30,7 +32,7 @@ def mapped(sock: socket.socket, server: tuple[str, int], timeout: float) -> tupl
         reply = stun.parse_message(data)
         if reply.transaction_id == request.transaction_id:
             ip, port = reply.attributes["XOR-MAPPED-ADDRESS"]
-            return str(ip), int(port)
+            return str(ip), int(port), time.monotonic() - sent
     raise TimeoutError(f"no STUN answer from {server[0]}:{server[1]} within {timeout} s")
 
 

@@ -7,6 +7,8 @@ import json
 import sys
 from collections.abc import Callable
 
+import pytest
+
 from tests.nat.lab import PUBLIC_A, Lab, NatKind
 from tests.nat.traffic import expected_sha256
 
@@ -79,3 +81,16 @@ def test_traffic_ends_move_a_known_stream_inside_a_host(nat_lab: Callable[..., L
     done = lab.left.run([sys.executable, "-m", "tests.nat.traffic", "fetch", f"127.0.0.1:{port}"])
     result = json.loads(done.stdout)
     assert result["bytes"] == 300000 and result["sha256"] == expected_sha256(300000)
+
+
+def test_shape_delays_and_loses_what_the_routers_forward(nat_lab: Callable[..., Lab]) -> None:
+    lab = nat_lab()
+    turn = lab.start_coturn()
+
+    lab.shape(40, 0)
+    assert lab.stun_rtt(lab.left, turn) >= 0.080  # 40 ms each way through the left router
+    lab.shape(0, 100)  # everything lost
+    with pytest.raises(RuntimeError, match="no STUN answer"):
+        lab.stun_mapping(lab.left, turn, timeout=1)
+    lab.shape(0, 0)
+    lab.stun_mapping(lab.left, turn)

@@ -2,11 +2,12 @@
 loopback). Both print one JSON line.
 
     python3 -m tests.nat.traffic serve PORT SIZE [--rate BYTES_PER_S]
-        listens on 127.0.0.1:PORT, prints {"ready": PORT}, then sends SIZE deterministic bytes to
+        listens on 127.0.0.1:PORT (or --host), prints {"ready": PORT}, then sends SIZE deterministic bytes to
         every connection (paced to --rate when given, so a transfer can span a drill)
-    python3 -m tests.nat.traffic fetch HOST:PORT [--timeout S]
-        connects (retrying until --timeout), reads to EOF, prints
-        {"bytes": N, "sha256": HEX, "ttfb_s": S, "total_s": S}
+    python3 -m tests.nat.traffic fetch HOST:PORT [--timeout S] [--for S]
+        connects (retrying until --timeout), reads to EOF (or for --for seconds after the first
+        byte), prints {"bytes": N, "sha256": HEX, "ttfb_s": S, "total_s": S, "mb_s": RATE}
+        (mb_s: MB/s from the first byte on)
 
 `expected_sha256(size)` is what a fetch of an intact transfer prints.
 """
@@ -14,6 +15,7 @@ loopback). Both print one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import socket
@@ -45,7 +47,7 @@ def expected_sha256(size: int) -> str:
 def _send(conn: socket.socket, size: int, rate: float | None) -> None:
     start = time.monotonic()
     sent = 0
-    with conn:
+    with conn, contextlib.suppress(OSError):  # a reader that stops early (a timed fetch) resets
         for piece in _chunks(size):
             conn.sendall(piece)
             sent += len(piece)
@@ -55,22 +57,19 @@ def _send(conn: socket.socket, size: int, rate: float | None) -> None:
                     time.sleep(ahead)
         conn.shutdown(socket.SHUT_WR)
         conn.settimeout(30)
-        try:
-            while conn.recv(CHUNK):
-                pass
-        except OSError:
+        while conn.recv(CHUNK):
             pass
 
 
-def serve(port: int, size: int, rate: float | None) -> int:
-    listener = socket.create_server(("127.0.0.1", port))
+def serve(port: int, size: int, rate: float | None, host: str = "127.0.0.1") -> int:
+    listener = socket.create_server((host, port))
     print(json.dumps({"ready": listener.getsockname()[1]}), flush=True)
     while True:
         conn, _ = listener.accept()
         threading.Thread(target=_send, args=(conn, size, rate), daemon=True).start()
 
 
-def fetch(target: str, timeout: float) -> int:
+def fetch(target: str, timeout: float, seconds: float | None = None) -> dict[str, object]:
     host, port = target.rsplit(":", 1)
     start = time.monotonic()
     while True:
@@ -82,27 +81,28 @@ def fetch(target: str, timeout: float) -> int:
                 raise
             time.sleep(0.1)
     digest = hashlib.sha256()
-    total = 0
+    total = after_first = 0
     first: float | None = None
     conn.settimeout(timeout)
     with conn:
         while data := conn.recv(CHUNK):
+            now = time.monotonic()
             if first is None:
-                first = time.monotonic() - start
+                first = now
+            else:
+                after_first += len(data)
             digest.update(data)
             total += len(data)
-    print(
-        json.dumps(
-            {
-                "bytes": total,
-                "sha256": digest.hexdigest(),
-                "ttfb_s": round(first or 0.0, 3),
-                "total_s": round(time.monotonic() - start, 3),
-            }
-        ),
-        flush=True,
-    )
-    return 0
+            if seconds is not None and now - first >= seconds:
+                break
+    end = time.monotonic()
+    return {
+        "bytes": total,
+        "sha256": digest.hexdigest(),
+        "ttfb_s": round((first or end) - start, 3),
+        "total_s": round(end - start, 3),
+        "mb_s": round(after_first / max(end - (first or end), 1e-9) / 1e6, 3),
+    }
 
 
 def main() -> int:
@@ -112,13 +112,16 @@ def main() -> int:
     s.add_argument("port", type=int)
     s.add_argument("size", type=int)
     s.add_argument("--rate", type=float)
+    s.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     f = sub.add_parser("fetch")
     f.add_argument("target")
     f.add_argument("--timeout", type=float, default=60)
+    f.add_argument("--for", dest="seconds", type=float)
     args = parser.parse_args()
     if args.cmd == "serve":
-        return serve(args.port, args.size, args.rate)
-    return fetch(args.target, args.timeout)
+        return serve(args.port, args.size, args.rate, args.host)
+    print(json.dumps(fetch(args.target, args.timeout, args.seconds)), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -94,8 +94,8 @@ def endpoint_options(net: NetOptions, *, secret: bytes | None, alpns: list[bytes
         kwargs["bind_v6"] = _socket_text(*net.bind6)
     t = net.transport
     kwargs.update(congestion=t.congestion, keep_alive=t.keep_alive, idle_timeout=t.idle_timeout)
-    if t.receive_window is not None:
-        kwargs["receive_window"] = t.receive_window
+    if t.receive_window is not None:  # the connection's and each stream's, as tunnel-rs's receive_window
+        kwargs["receive_window"] = kwargs["stream_receive_window"] = t.receive_window
     if t.send_window is not None:
         kwargs["send_window"] = t.send_window
     if t.max_mtu is not None:
