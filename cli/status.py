@@ -101,6 +101,8 @@ def render(reply: cw.StatusReply) -> str:
             f"{s['streams_open']:>4}/{s['streams_total']:<4} {rtt:>6} {s['path'] or '-':>6} {s['pid'] or '-':>7} "
             f"{s.get('route') or '-'}"
         )
+        if len(s.get("paths", ())) > 1:  # multipath: every open path, the selected one first
+            lines.append(f"{'':16} paths: {', '.join(s['paths'])}")
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from tunnelpy.common.allowlist import AllowLists, Source, parse_networks, parse_socket_addr, parse_source
+from tunnelpy.common.cert_files import read_ca_file
 from tunnelpy.common.errors import ConfigError
 from tunnelpy.common.logs import LOG_FORMATS, LOG_LEVELS
 from tunnelpy.common.merge import RawValues, merge_sender_values
@@ -66,6 +67,7 @@ class NetOptions:
     stun_servers: tuple[str, ...] = ()
     ice_hosts: tuple[str, ...] = field(default=default_of("ice_hosts"))
     relay_auth_token: Secret | None = None  # read from ``relay_auth_token_file``
+    relay_ca_certs: tuple[bytes, ...] = ()  # DER, read from ``relay_ca_file``
     no_portmap: bool = field(default=default_of("no_portmap"))
     bind6: tuple[str, int] | None = None
     transport: TransportOptions = field(default_factory=lambda: TransportOptions())
@@ -192,6 +194,7 @@ def _net_options(raw: RawValues) -> NetOptions:
     if token_file:
         hint = "write the relay's token into a file only you can read (chmod 600)"
         token = Secret(read_secret(Path(token_file), raw.origin["relay_auth_token_file"], hint))
+    ca_certs = read_ca_file(raw.get("relay_ca_file"), raw.origin.get("relay_ca_file", ""), raw.get("relay_urls"))
     parsed6 = parse_socket_addr(bind6, what=raw.origin["bind6"]) if bind6 else None
     if parsed6 is not None and ":" not in parsed6[0]:
         raise ConfigError(f"{raw.origin['bind6']}: {bind6!r} is not an IPv6 [IP]:PORT")
@@ -199,11 +202,12 @@ def _net_options(raw: RawValues) -> NetOptions:
         relay_urls=raw.get("relay_urls") or (),
         relay_only=bool(raw.get("relay_only")),
         dns_server=raw.get("dns_server"),
-        no_relay=bool(raw.get("no_relay")),
+        no_relay=bool(raw.get("no_relay")) or raw.mode == Mode.IROH_MANUAL,  # iroh-manual: relays off, both sides
         bind=parse_socket_addr(bind, what=raw.origin["bind"]) if bind else None,
         stun_servers=_stun_servers(raw),
         ice_hosts=raw.get("ice_hosts") or (),
         relay_auth_token=token,
+        relay_ca_certs=ca_certs,
         no_portmap=bool(raw.get("no_portmap")),
         bind6=parsed6,
         transport=_transport_options(raw),
@@ -365,9 +369,11 @@ def build_receiver_config(raw: RawValues) -> ReceiverConfig:
     node_ids = tuple(n.strip() for n in raw.get("node_id") or ()) if iroh else ()
     if not all(node_ids):
         raise ConfigError(f"{raw.origin['node_id']}: an empty sender; give an EndpointId or a ticket")
-    if net.no_relay and not all(n.startswith("endpoint") for n in node_ids):
+    lookup_off = net.no_relay or (net.relay_urls and not net.dns_server)
+    if lookup_off and not all(n.startswith("endpoint") for n in node_ids):
+        why = "--no-relay" if net.no_relay else "--relay-url and no --dns-server"
         raise ConfigError(
-            f"{raw.origin['node_id']}: with --no-relay nothing can look up a bare EndpointId; "
+            f"{raw.origin['node_id']}: with {why} nothing can look up a bare EndpointId; "
             "pass the full ticket (endpoint...) the sender wrote to its --ticket-file"
         )
     return ReceiverConfig(

@@ -57,7 +57,8 @@ _COMMON = (
     Option(
         "relay_urls",
         "--relay-url",
-        "iroh relay server URL (repeatable; default: n0's public relays)",
+        "iroh relay server URL (repeatable; default: n0's public relays). With it, n0's internet "
+        "discovery is off unless --dns-server names a server: the receiver then needs the sender's ticket",
         kind="list",
         default=(),
         metavar="URL",
@@ -75,6 +76,15 @@ _COMMON = (
         "relay_auth_token_file",
         "--relay-auth-token-file",
         "file holding the token sent to each --relay-url (private to its owner)",
+        kind="path",
+        metavar="PATH",
+        modes=_IROH_ONLY,
+    ),
+    Option(
+        "relay_ca_file",
+        "--relay-ca-file",
+        "PEM file of CA certificates trusted for the --relay-url servers' TLS (HTTPS, QUIC address "
+        "discovery) besides the public web roots: a private relay with its own CA",
         kind="path",
         metavar="PATH",
         modes=_IROH_ONLY,

@@ -44,6 +44,7 @@ class SessionView:
     pid: int | None
     flows_open: int = 0
     path: str | None = None  # "direct" or "relay" once connected
+    paths: list[str] = field(default_factory=list)  # every open path, the selected first (Heartbeat.paths)
     lost_packets: int = 0
     datagrams_dropped: int = 0
     route: str | None = None  # ICE modes: the selected pair's candidate types, e.g. "srflx->srflx"

@@ -72,6 +72,7 @@ class SessionRecord:
             flows_open=hb.flows_open if hb else 0,
             path=hb.path if hb else None,
             route=hb.route if hb else None,
+            paths=list(hb.paths) if hb else [],
             lost_packets=hb.lost_packets if hb else 0,
             datagrams_dropped=hb.datagrams_dropped if hb else 0,
         )

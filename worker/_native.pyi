@@ -66,6 +66,8 @@ class EndpointOptions:
     * ``relay_mode``: "default" | "disabled" | "custom" (implied by ``relay_urls``);
       ``relay_auth_token`` is sent to each custom relay.
     * ``relay_only``: no IP socket at all, every path relayed.
+    * ``relay_ca_roots``: DER certificates trusted for the relays' TLS (HTTPS and QUIC
+      address discovery) besides the embedded web roots (a private relay's own CA).
     * ``discovery`` with optional ``pkarr_url`` / ``dns_origin``; ``dns_server`` "IP:PORT".
     * ``bind_v4`` "IP:PORT" / ``bind_v6`` "[IP]:PORT": when either is set only the given
       sockets are opened (no wildcard socket of the other family).
@@ -84,6 +86,7 @@ class EndpointOptions:
         relay_urls: Sequence[str] = (),
         relay_auth_token: str | None = None,
         relay_only: bool = False,
+        relay_ca_roots: Sequence[bytes] = (),
         discovery: bool | None = None,
         pkarr_url: str | None = None,
         dns_origin: str | None = None,
@@ -106,6 +109,12 @@ class EndpointOptions:
         datagram_send_buffer: int | None = None,
     ) -> None: ...
 
+class RelayState(TypedDict):
+    url: str
+    connected: bool
+    error: str | None  # the last connection error (None while connected or before any failure)
+    auth_denied: str | None  # the relay's reason when it refused our auth token
+
 class Endpoint:
     """A bound iroh endpoint."""
 
@@ -127,6 +136,8 @@ class Endpoint:
         """The next incoming connection that completed its handshake; None once closed."""
     async def accept_incoming(self) -> Incoming | None:
         """The next incoming connection *before* its handshake; None once closed."""
+    def home_relays(self) -> list[RelayState]:
+        """The home relays as they stand now (empty with relays disabled)."""
     async def online(self) -> None:
         """Until a home relay is connected (never, with relays disabled: bound it)."""
     async def close(self) -> None: ...
@@ -162,6 +173,12 @@ class Counters(TypedDict):
     udp_flows: int
     datagrams_dropped: int  # full queues, too-large or malformed datagrams
 
+class PathInfo(TypedDict):
+    kind: str  # "direct" | "relay"
+    remote: str  # "IP:PORT" or the relay URL
+    selected: bool  # the path iroh sends on now
+    rtt_ms: float
+
 class Connection:
     """One peer connection."""
 
@@ -178,6 +195,8 @@ class Connection:
         """Small control datagrams; NativeConfigError above max_datagram_size()."""
     async def recv_datagram(self) -> bytes: ...
     def stats(self) -> Stats: ...
+    def paths(self) -> list[PathInfo]:
+        """Every open path (multipath: a relay path and direct ones), the selected first."""
     def counters(self) -> Counters: ...
     def close(self, code: int = 0, reason: str = "") -> None: ...
     async def closed(self) -> str:

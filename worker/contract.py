@@ -105,6 +105,7 @@ class Heartbeat:
     datagrams_dropped: int = 0  # UDP datagrams dropped because the tunnel's send queue was full
     path: str | None = None  # "direct" or "relay" once connected (None: unknown)
     route: str | None = None  # ICE: the pair's candidate types, local first ("srflx->srflx", "relay->prflx")
+    paths: tuple[str, ...] = ()  # every open path (iroh multipath), the selected first: "direct IP:PORT 3ms"
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,7 @@ class Worker:
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.ROUTING_ID, spec.session_id.encode())
         self._stop: asyncio.Future[tuple[str, ExitCode]] | None = None
+        self._path: str | None = None  # the path last reported, to log each change once
 
     def report(self, msg: ww.Message) -> None:
         with contextlib.suppress(zmq.Again):
@@ -101,6 +102,9 @@ class Worker:
         t = self.traffic
         t.refresh()
         stats = self.conn.stats() if self.conn is not None else TransportStats()
+        if stats.path != self._path and stats.path is not None:
+            log.info("session.path_changed", **{"from": self._path, "to": stats.path}, paths=list(stats.paths))
+            self._path = stats.path
         return dict(
             state=self.state,
             bytes_up=t.bytes_up,
@@ -113,6 +117,7 @@ class Worker:
             datagrams_dropped=t.datagrams_dropped,
             path=stats.path,
             route=stats.route,
+            paths=stats.paths,
         )
 
     async def _heartbeats(self) -> None:

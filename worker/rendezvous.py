@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 PUNCH_ALPN = b"tunnel-py/punch"
+RELAY_WAIT = 5.0  # seconds a worker waits for its home relay before it reports a ticket without it
 
 
 class Rendezvous(Protocol):
@@ -72,6 +73,9 @@ class IrohRendezvous:
 
     async def prepare(self) -> WorkerReady:
         self._endpoint = endpoint = await iroh_transport.bind_endpoint(self._net, secret=None, alpns=[wire.ALPN])
+        if not self._net.no_relay:
+            # The ticket must name our home relay: the receiver's way in when no direct path works.
+            await iroh_transport.wait_online(endpoint, timeout=RELAY_WAIT)
         if not self._net.stun_servers:
             return WorkerReady(ticket=iroh_transport.ticket_of(endpoint))
         return WorkerReady(ticket=iroh_transport.ticket_of(endpoint, await iroh_direct_addresses(endpoint, self._net)))

@@ -16,7 +16,8 @@ from tunnelpy.worker.transport import iroh_transport
 
 KEY_A = "a" * 64
 BASE = {"node_id": KEY_A, "source": "tcp://127.0.0.1:22", "listen": "127.0.0.1:2222"}
-RELAY = {"relay_urls": ["https://relay.example.org"]}
+# With a custom relay and no --dns-server nothing looks a bare EndpointId up: a ticket then.
+RELAY = {"relay_urls": ["https://relay.example.org"], "node_id": "endpoint" + "a" * 40}
 
 
 def net(cli: dict, mode: str = "iroh") -> cfg.NetOptions:  # type: ignore[type-arg]
@@ -140,3 +141,24 @@ def test_bad_transport_values_are_refused(cli: dict) -> None:  # type: ignore[ty
 def test_the_real_native_options_accept_the_mapping() -> None:
     net_options = net(RELAY | {"no_portmap": True, "congestion": "cubic", "bind": "127.0.0.1:0", "max_mtu": 1400})
     assert "127.0.0.1:0" in repr(iroh_transport.endpoint_options(net_options, secret=None, alpns=[]))
+
+
+def test_custom_relays_turn_internet_discovery_off_and_need_a_ticket(seen: dict) -> None:  # type: ignore[type-arg]
+    assert options(seen, RELAY)["discovery"] is False  # n0's DNS never learns about a private deployment
+    assert "discovery" not in options(seen, RELAY | {"dns_server": "https://dns.example.org/pkarr"})
+    with pytest.raises(ConfigError, match="--relay-url and no --dns-server"):
+        net({"relay_urls": ["https://relay.example.org"]})  # BASE's bare EndpointId
+
+
+def test_relay_ca_file_is_read_into_der(seen: dict, tmp_path: Path) -> None:  # type: ignore[type-arg]
+    import ssl
+
+    der = b"0\x03\x02\x01\x01"  # any bytes: the PEM framing is what the reader checks
+    pem = tmp_path / "ca.pem"
+    pem.write_text("# a private relay's CA\n" + ssl.DER_cert_to_PEM_cert(der) * 2)
+    assert options(seen, RELAY | {"relay_ca_file": str(pem)})["relay_ca_roots"] == [der, der]
+    (tmp_path / "empty.pem").write_text("no certificate here\n")
+    with pytest.raises(ConfigError, match=r"--relay-ca-file .*no PEM certificate"):
+        net(RELAY | {"relay_ca_file": str(tmp_path / "empty.pem")})
+    with pytest.raises(ConfigError, match="--relay-ca-file needs --relay-url"):
+        net({"relay_ca_file": str(pem)})

@@ -188,6 +188,13 @@ def test_status_command_shows_the_totals() -> None:
     assert " direct " in text.splitlines()[-1]
 
 
+def test_status_lists_every_path_of_a_multipath_session() -> None:
+    paths = ["direct 198.18.0.3:4000 1ms selected", "relay http://198.18.0.10:3340/ 3ms"]
+    lines = render(reply(Counters(), dataclasses.replace(VIEW, paths=paths))).splitlines()
+    assert lines[-1].split() == ["paths:", "direct", "198.18.0.3:4000", "1ms", "selected,", *paths[1].split()]
+    assert "paths:" not in render(reply(Counters(), dataclasses.replace(VIEW, paths=paths[:1])))
+
+
 def test_full_udp_queue_counts_dropped_datagrams() -> None:
     traffic = Traffic()
     link = UdpLink(None, None, traffic, outbound_is_up=True)  # type: ignore[arg-type]

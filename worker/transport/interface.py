@@ -37,6 +37,7 @@ class TransportStats:
     udp_rx_bytes: int = 0
     path: str | None = None
     route: str | None = None
+    paths: tuple[str, ...] = ()  # every open path, the selected first (iroh multipath): "direct IP:PORT 3ms selected"
 
 
 class Stream(Protocol):

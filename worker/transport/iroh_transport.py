@@ -21,8 +21,11 @@ from tunnelpy.common.errors import (
     DatagramTooLarge,
     StreamReset,
 )
+from tunnelpy.common.logs import get_logger
 from tunnelpy.worker import _native
 from tunnelpy.worker.transport.interface import TransportStats
+
+log = get_logger(__name__)
 
 CONNECT_TIMEOUT = 10.0
 
@@ -68,6 +71,11 @@ def endpoint_options(net: NetOptions, *, secret: bytes | None, alpns: list[bytes
         kwargs["relay_urls"] = list(net.relay_urls)
         if net.relay_auth_token:
             kwargs["relay_auth_token"] = str(net.relay_auth_token)
+        if net.relay_ca_certs:
+            kwargs["relay_ca_roots"] = list(net.relay_ca_certs)
+        if not net.dns_server:
+            # A private relay: n0's DNS would learn (and publish) who we are and where.
+            kwargs["discovery"] = False
     if net.relay_only:
         if not net.relay_urls:
             raise ConfigError("--relay-only needs --relay-url (the relay every path goes through)")
@@ -107,6 +115,32 @@ async def bind_endpoint(net: NetOptions, *, secret: bytes | None, alpns: list[by
         return await _native.Endpoint.bind(options)
     except _native.NativeError as exc:
         raise ConfigError(f"cannot bind the iroh endpoint ({describe(exc)}); check --bind") from exc
+
+
+async def wait_online(endpoint: _native.Endpoint, timeout: float = CONNECT_TIMEOUT) -> bool:
+    """Until a home relay is connected (its URL then goes into our tickets); False after ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            await endpoint.online()
+    except TimeoutError:
+        log.warning("iroh.relay_unreachable", timeout_s=timeout, why=relay_trouble(endpoint))
+        return False
+    return True
+
+
+def relay_trouble(endpoint: _native.Endpoint) -> str | None:
+    """Why no home relay is connected, in one line (None if one is, or none is configured)."""
+    relays = endpoint.home_relays()
+    if not relays or any(r["connected"] for r in relays):
+        return None
+    for r in relays:
+        if r["auth_denied"] is not None:
+            return (
+                f"the relay {r['url']} refused our token ({r['auth_denied'] or 'no reason given'}): "
+                "check --relay-auth-token-file"
+            )
+    errors = [f"{r['url']}: {' '.join(r['error'].split())}" for r in relays if r["error"]]
+    return "no relay reachable (" + "; ".join(errors) + ")" if errors else None
 
 
 async def close_endpoint(endpoint: _native.Endpoint | None) -> None:
@@ -151,7 +185,8 @@ async def connect(
     except _native.NativeConfigError as exc:
         raise ConfigError(describe(exc)) from exc
     except _native.NativeError as exc:
-        raise ConnectFailed(describe(exc)) from exc
+        trouble = relay_trouble(endpoint)
+        raise ConnectFailed(describe(exc) + (f"; {trouble}" if trouble else "")) from exc
 
 
 async def accept_connection(incoming: _native.Incoming, timeout: float = CONNECT_TIMEOUT) -> IrohConnection:
@@ -256,6 +291,10 @@ class IrohConnection:
             udp_tx_bytes=s["udp_tx_bytes"],
             udp_rx_bytes=s["udp_rx_bytes"],
             path=None if s["path"] == "none" else s["path"],
+            paths=tuple(
+                f"{p['kind']} {p['remote']} {p['rtt_ms']:.0f}ms" + (" selected" if p["selected"] else "")
+                for p in self.raw.paths()
+            ),
         )
 
     def counters(self) -> _native.Counters:

@@ -8,6 +8,8 @@ pub mod counters;
 pub mod error;
 pub mod net;
 pub mod options;
+pub mod paths;
+pub mod relays;
 pub mod splice;
 pub mod udp;
 pub mod wire;

@@ -32,6 +32,10 @@ impl Endpoint {
         Ok(Self { inner })
     }
 
+    pub fn raw(&self) -> &iroh::Endpoint {
+        &self.inner
+    }
+
     /// The EndpointId, 64 lowercase hex digits.
     pub fn endpoint_id(&self) -> String {
         self.inner.id().to_string()

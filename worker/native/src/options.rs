@@ -11,8 +11,10 @@ use iroh::endpoint::{
     presets, Builder, IdleTimeout, MtuDiscoveryConfig, PortmapperConfig, QuicTransportConfig,
     VarInt,
 };
+use iroh::tls::CaTlsConfig;
 use iroh::{NetReportConfig, RelayConfig, RelayMap, RelayMode, RelayUrl, SecretKey};
 use noq_proto::congestion::{Bbr3Config, CubicConfig, NewRenoConfig};
+use rustls_pki_types::CertificateDer;
 
 use crate::error::{Error, Result};
 
@@ -88,6 +90,9 @@ pub struct EndpointOptions {
     pub relays: Relays,
     /// Only relayed paths: no IP socket at all.
     pub relay_only: bool,
+    /// DER certificates trusted for the relays' TLS (HTTPS, QUIC address discovery) besides
+    /// the embedded web roots: a private relay with its own CA.
+    pub relay_ca_roots: Vec<Vec<u8>>,
     /// Publish to and resolve through pkarr/DNS (n0's servers unless overridden below).
     pub discovery: bool,
     pub pkarr_url: Option<String>,
@@ -113,6 +118,7 @@ impl Default for EndpointOptions {
             alpns: Vec::new(),
             relays: Relays::Default,
             relay_only: false,
+            relay_ca_roots: Vec::new(),
             discovery: true,
             pkarr_url: None,
             dns_origin: None,
@@ -153,6 +159,13 @@ impl EndpointOptions {
         }
         b = b.alpns(self.alpns.clone());
         b = b.relay_mode(self.relay_mode()?);
+        if !self.relay_ca_roots.is_empty() {
+            let roots = self
+                .relay_ca_roots
+                .iter()
+                .map(|der| CertificateDer::from(der.clone()));
+            b = b.ca_tls_config(CaTlsConfig::embedded().with_extra_roots(roots));
+        }
         b = b.portmapper_config(if self.port_mapper {
             PortmapperConfig::default()
         } else {
@@ -267,6 +280,14 @@ impl TransportOptions {
                 )
             };
             t = t.max_idle_timeout(timeout);
+            if let Some(path_idle) = path_idle_timeout(v) {
+                // iroh abandons a silent path after 15 s; with a connection idle timeout at or
+                // below that, a dead direct path would take the whole connection with it
+                // instead of handing its traffic to the relay path (or another direct one).
+                t = t
+                    .default_path_max_idle_timeout(path_idle)
+                    .default_path_keep_alive_interval(path_idle / 3);
+            }
         }
         let (initial, min) = (self.initial_mtu, self.min_mtu);
         if let (Some(i), Some(m)) = (initial, min) {
@@ -309,6 +330,15 @@ impl TransportOptions {
         }
         Ok(t.build())
     }
+}
+
+/// The per-path idle timeout for a connection idle timeout `idle`: half of it, at most
+/// iroh's own 15 s; `None` (iroh's default) when the connection never idles out.
+pub fn path_idle_timeout(idle: Duration) -> Option<Duration> {
+    if idle.is_zero() {
+        return None;
+    }
+    Some((idle / 2).min(Duration::from_secs(15)))
 }
 
 fn varint(v: u64, name: &str) -> Result<VarInt> {
@@ -369,6 +399,19 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(t.build(), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn a_path_idles_out_before_its_connection() {
+        assert_eq!(
+            path_idle_timeout(Duration::from_secs(15)),
+            Some(Duration::from_millis(7500))
+        );
+        assert_eq!(
+            path_idle_timeout(Duration::from_secs(300)),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(path_idle_timeout(Duration::ZERO), None);
     }
 
     #[test]

@@ -25,6 +25,8 @@ use tokio::sync::Mutex;
 use crate::error::Error;
 use crate::net;
 use crate::options::{Congestion, EndpointOptions as CoreOptions, Relays};
+use crate::paths;
+use crate::relays;
 use crate::splice;
 use crate::udp;
 
@@ -245,7 +247,7 @@ impl EndpointOptions {
     #[new]
     #[pyo3(signature = (
         *, offline=false, secret_key=None, alpns=Vec::new(), relay_mode=None, relay_urls=Vec::new(),
-        relay_auth_token=None, relay_only=false, discovery=None, pkarr_url=None, dns_origin=None,
+        relay_auth_token=None, relay_only=false, relay_ca_roots=Vec::new(), discovery=None, pkarr_url=None, dns_origin=None,
         dns_server=None, port_mapper=None, net_report_probes=None, bind_v4=None, bind_v6=None,
         congestion=None, receive_window=None, stream_receive_window=None, send_window=None,
         keep_alive=None, idle_timeout=None, initial_mtu=None, min_mtu=None, max_mtu=None,
@@ -260,6 +262,7 @@ impl EndpointOptions {
         relay_urls: Vec<String>,
         relay_auth_token: Option<String>,
         relay_only: bool,
+        relay_ca_roots: Vec<Vec<u8>>,
         discovery: Option<bool>,
         pkarr_url: Option<String>,
         dns_origin: Option<String>,
@@ -319,6 +322,7 @@ impl EndpointOptions {
             return Err(config("relay_urls need relay_mode=\"custom\""));
         }
         o.relay_only = relay_only;
+        o.relay_ca_roots = relay_ca_roots;
         if let Some(v) = discovery {
             o.discovery = v;
         }
@@ -464,6 +468,21 @@ impl Endpoint {
         })
     }
 
+    /// The home relays now: dicts of url, connected, error, auth_denied.
+    fn home_relays<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        relays::home_relays(self.inner.raw())
+            .into_iter()
+            .map(|r| {
+                let d = PyDict::new(py);
+                d.set_item("url", r.url)?;
+                d.set_item("connected", r.connected)?;
+                d.set_item("error", r.error)?;
+                d.set_item("auth_denied", r.auth_denied)?;
+                Ok(d)
+            })
+            .collect()
+    }
+
     /// Waits until a home relay is connected (never returns with relays disabled).
     fn online<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let ep = self.inner.clone();
@@ -586,6 +605,21 @@ impl Connection {
         d.set_item("remote_addr", s.remote_addr)?;
         d.set_item("max_datagram_size", s.max_datagram_size)?;
         Ok(d)
+    }
+
+    /// Every open path, the selected one first: dicts of kind, remote, selected, rtt_ms.
+    fn paths<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let list = py.detach(|| paths::paths(&self.inner));
+        list.into_iter()
+            .map(|p| {
+                let d = PyDict::new(py);
+                d.set_item("kind", p.kind.as_str())?;
+                d.set_item("remote", p.remote)?;
+                d.set_item("selected", p.selected)?;
+                d.set_item("rtt_ms", p.rtt_ms)?;
+                Ok(d)
+            })
+            .collect()
     }
 
     fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
