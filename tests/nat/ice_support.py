@@ -2,9 +2,8 @@
 host, the traffic ends, a Nostr relay on the server host, and the result line each test prints.
 
 The lab gives hosts, NATs and coturn; this module adds what the ICE tests need on top of it:
-:class:`LabPeer` runs a :class:`~tunnelpy.bench.harness.Peer` through ``ip netns exec``,
-:class:`LabRelay` serves nostr-relay on PUBLIC_A inside the server namespace, and
-:func:`route_server_like_the_internet` gives the server host a default route.
+:class:`LabPeer` runs a :class:`~tunnelpy.bench.harness.Peer` through ``ip netns exec`` and
+:class:`LabRelay` serves nostr-relay on PUBLIC_A inside the server namespace.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from tests.nat import traffic
 from tests.nat.lab import PUBLIC_A, Host, Lab
 from tests.nat.traffic import expected_sha256
 from tunnelpy.bench import nostr_relay
@@ -58,32 +58,9 @@ class Peers:
             await peer.stop(timeout=5)
 
 
-def route_server_like_the_internet(lab: Lab) -> None:
-    """A default route on the server host, to a gateway that never answers (inside the host).
-
-    Why: ICE pairs our relay candidate with the peer's private host candidate too (10.x), so
-    coturn relays a check there. On the internet that packet leaves through the server's default
-    route and is lost; in the lab, without any default route, the send fails at once
-    (ENETUNREACH) and coturn tears the whole allocation down, relay path included. Packets to
-    the gateway stay in the server namespace (both ends of the veth are there) and are dropped.
-    """
-    lab.server.sh(
-        "ip link add sink0 type veth peer name sink1",
-        "ip link set sink0 up",
-        "ip link set sink1 up",
-        "ip addr add 192.0.2.1/30 dev sink0",
-        "ip route add default via 192.0.2.2 dev sink0",
-    )
-
-
 def start_source(host: Host, size: int = SIZE, rate: float | None = None) -> int:
-    """A TCP service on the host's 127.0.0.1 that sends ``size`` known bytes to each client
-    (at ``rate`` bytes/s when given, so that a transfer can span a drill)."""
-    pace = ["--rate", str(rate)] if rate else []
-    argv = [sys.executable, "-m", "tests.nat.traffic", "serve", "0", str(size), *pace]
-    proc = host.popen(argv, stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    return int(json.loads(proc.stdout.readline())["ready"])
+    """The ICE tests' source: SIZE known bytes to each client, on the host's 127.0.0.1."""
+    return traffic.start_source(host, size, rate)
 
 
 async def fetch(host: Host, address: str, size: int = SIZE, timeout: float = 60) -> dict[str, Any]:

@@ -67,14 +67,6 @@ class Tunnel:
         return self.work / "sender.sock"
 
 
-def serve_bytes(host: Host, size: int, rate: float | None = None) -> int:
-    """tests/nat/traffic.py's sender of ``size`` known bytes on 127.0.0.1 of ``host``; its port."""
-    argv = [sys.executable, "-m", "tests.nat.traffic", "serve", "0", str(size)]
-    proc = host.popen(argv + (["--rate", str(rate)] if rate else []), stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    return int(json.loads(proc.stdout.readline())["ready"])
-
-
 async def start_sender(tunnel: Tunnel, host: Host, mode_flags: list[str]) -> tuple[Peer, str]:
     sender = tunnel.peer(
         host,

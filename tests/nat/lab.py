@@ -310,6 +310,18 @@ class Lab:
         binary = shutil.which("turnserver")
         if binary is None:
             raise RuntimeError("coturn is not installed: run scripts/setup-test-env")
+        # The server host gets a default route to a gateway that never answers (both ends of
+        # its veth stay in the server namespace). ICE pairs a relay candidate with the peer's
+        # private 10.x candidate too, so coturn relays a check there: on the internet that
+        # packet leaves by the default route and is lost; with no route at all the send fails
+        # at once (ENETUNREACH) and coturn tears the whole allocation down, relay path included.
+        self.server.sh(
+            "ip link add sink0 type veth peer name sink1",
+            "ip link set sink0 up",
+            "ip link set sink1 up",
+            "ip addr add 192.0.2.1/30 dev sink0",
+            "ip route add default via 192.0.2.2 dev sink0",
+        )
         self.server.popen(
             [
                 binary,

@@ -29,6 +29,7 @@ import tempfile
 from pathlib import Path
 
 from tests.nat.lab import PUBLIC_A, Lab, NatKind
+from tests.nat.traffic import start_source
 from tunnelpy.bench.contenders import SshForward, SshServer
 from tunnelpy.bench.harness import ManualPair, Peer, listening_address, start_receiver, start_sender
 from tunnelpy.bench.modes import SENDER_ALLOWS
@@ -125,14 +126,6 @@ def _table(rows: list[tuple[str, dict[str, dict[str, object]]]]) -> str:
     return "\n".join(lines)
 
 
-def _far_side(lab: Lab) -> int:
-    source = lab.server.popen(
-        [sys.executable, "-m", "tests.nat.traffic", "serve", "0", str(SOURCE_BYTES), "--host", "0.0.0.0"], stdout=-1
-    )
-    assert source.stdout is not None
-    return int(json.loads(source.stdout.readline())["ready"])
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/netem-bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -159,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         turn = lab.start_coturn()
-        source_port = _far_side(lab)
+        source_port = start_source(lab.server, SOURCE_BYTES, listen="0.0.0.0")
         for profile in args.profile or DEFAULT_PROFILES:
             delay, loss = (float(x) for x in profile.split(":"))
             lab.shape(delay, loss)

@@ -21,7 +21,6 @@ from tests.nat.ice_support import (
     Peers,
     fetch,
     fetch_raw,
-    route_server_like_the_internet,
     start_source,
 )
 from tests.nat.lab import Lab, NatKind
@@ -35,7 +34,6 @@ def test_nostr_receiver_readdressed_mid_transfer_comes_back_on_the_same_listener
     nat_lab: Callable[..., Lab], tmp_path: Path
 ) -> None:
     lab = nat_lab(NatKind.CONE, NatKind.CONE)
-    route_server_like_the_internet(lab)
     coturn = lab.start_coturn()
     relay = LabRelay(lab, tmp_path)
 

@@ -25,12 +25,12 @@ from tests.nat.ice_support import (
     fetch,
     paste,
     result_line,
-    route_server_like_the_internet,
     start_source,
     turn_flags,
 )
 from tests.nat.lab import Lab, NatKind
 from tests.support import run
+from tunnelpy.bench.harness import Peer
 from tunnelpy.bench.nostr_peers import make_key
 
 CONE, SYMMETRIC = NatKind.CONE, NatKind.SYMMETRIC
@@ -42,8 +42,23 @@ def kinds(left: NatKind, right: NatKind) -> str:
     return f"{left.value}/{right.value}"
 
 
+async def _transfer_and_report(
+    lab: Lab, receiver: Peer, control: Path, mode: str, nat: str, expect_path: str, expect_type: str, started: float
+) -> None:
+    """Once the receiver listens: the pair it chose, a transfer through it, the sender's view of
+    the same session, and the result lines for the note."""
+    listening = await receiver.wait_event("receiver.listening", timeout=40)
+    setup_s = time.monotonic() - started
+    chosen = receiver.find("session.path")
+    assert chosen is not None and chosen["path"] == expect_path and expect_type in chosen["route"], chosen
+    fetched = await fetch(lab.left, listening["address"])
+    session = await connected_session(control)
+    assert session["path"] == expect_path and expect_type in session["route"], session
+    print(result_line(mode, nat, chosen["path"], chosen["route"], fetched, setup_s))
+    print(f"NAT-RESULT-SENDER mode={mode} nat={nat} path={session['path']} route={session['route']}")
+
+
 async def _custom_manual(lab: Lab, work: Path, nat: str, *, turn: bool, expect_path: str, expect_type: str) -> None:
-    route_server_like_the_internet(lab)
     coturn = lab.start_coturn()
     port = start_source(lab.right)
     net = ["--stun-server", coturn.stun, *(turn_flags(coturn, work) if turn else [])]
@@ -64,15 +79,7 @@ async def _custom_manual(lab: Lab, work: Path, nat: str, *, turn: bool, expect_p
         assert receiver.proc.stdin and sender.proc.stdin
         await paste(receiver.proc.stdout, sender.proc.stdin)  # the OFFER
         await paste(sender.proc.stdout, receiver.proc.stdin)  # the ANSWER
-        listening = await receiver.wait_event("receiver.listening", timeout=40)
-        setup_s = time.monotonic() - started
-        chosen = receiver.find("session.path")
-        assert chosen is not None and chosen["path"] == expect_path and expect_type in chosen["route"], chosen
-        fetched = await fetch(lab.left, listening["address"])
-        session = await connected_session(control)
-        assert session["path"] == expect_path and expect_type in session["route"], session
-        print(result_line("custom-manual", nat, chosen["path"], chosen["route"], fetched, setup_s))
-        print(f"NAT-RESULT-SENDER mode=custom-manual nat={nat} path={session['path']} route={session['route']}")
+        await _transfer_and_report(lab, receiver, control, "custom-manual", nat, expect_path, expect_type, started)
 
 
 def test_custom_manual_crosses_two_cone_nats_on_a_direct_srflx_path(
@@ -98,7 +105,6 @@ def test_custom_manual_between_symmetric_nats_without_turn_fails_clearly(
     nat_lab: Callable[..., Lab], tmp_path: Path
 ) -> None:
     lab = nat_lab(SYMMETRIC, SYMMETRIC)
-    route_server_like_the_internet(lab)
     coturn = lab.start_coturn()
     port = start_source(lab.right)
     net = ["--stun-server", coturn.stun]
@@ -134,7 +140,6 @@ def test_custom_manual_between_symmetric_nats_without_turn_fails_clearly(
 
 
 async def _nostr(lab: Lab, work: Path, nat: str, *, turn: bool, expect_path: str, expect_type: str) -> None:
-    route_server_like_the_internet(lab)
     coturn = lab.start_coturn()
     relay = LabRelay(lab, work)
     try:
@@ -158,15 +163,7 @@ async def _nostr(lab: Lab, work: Path, nat: str, *, turn: bool, expect_path: str
             receiver = await peers.start(
                 lab.left, "receiver", ["receiver", "nostr", *keys, *net, *receiver_turn, *local]
             )
-            listening = await receiver.wait_event("receiver.listening", timeout=40)
-            setup_s = time.monotonic() - started
-            chosen = receiver.find("session.path")
-            assert chosen is not None and chosen["path"] == expect_path and expect_type in chosen["route"], chosen
-            fetched = await fetch(lab.left, listening["address"])
-            session = await connected_session(control)
-            assert session["path"] == expect_path and expect_type in session["route"], session
-            print(result_line("nostr", nat, chosen["path"], chosen["route"], fetched, setup_s))
-            print(f"NAT-RESULT-SENDER mode=nostr nat={nat} path={session['path']} route={session['route']}")
+            await _transfer_and_report(lab, receiver, control, "nostr", nat, expect_path, expect_type, started)
     finally:
         relay.stop()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tests.nat import iroh_support as irs
 from tests.nat.lab import Lab, NatKind
+from tests.nat.traffic import start_source
 from tests.support import run
 
 SMALL = 256 * 1024
@@ -21,7 +22,7 @@ async def _tunnel(lab: Lab, work: Path, size: int, *extra: str, rate: float | No
     relay = irs.start_relay(lab, work)
     flags = irs.relay_flags(relay, *extra)
     tunnel = irs.Tunnel(work)
-    port = irs.serve_bytes(lab.left, size, rate)
+    port = start_source(lab.left, size, rate)
     sender, ticket = await irs.start_sender(tunnel, lab.left, flags)
     await irs.start_receiver(tunnel, lab.right, ticket, port, flags)
     return tunnel, sender
@@ -87,7 +88,7 @@ def test_iroh_manual_crosses_cone_nats_with_its_stun_seen_address(nat_lab: Calla
     async def main() -> None:
         tunnel = irs.Tunnel(work)
         try:
-            port = irs.serve_bytes(lab.left, SMALL)
+            port = start_source(lab.left, SMALL)
             offer, answer = await irs.start_manual_pair(tunnel, lab, port, turn.stun)
             # each block carries its side's STUN-seen public address (IP from STUN, the bound port)
             seen = [a for a in offer.direct_addresses if a.startswith(f"{lab.nat_public(lab.right)}:")]

@@ -19,9 +19,14 @@ import contextlib
 import hashlib
 import json
 import socket
+import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tests.nat.lab import Host
 
 CHUNK = 64 * 1024
 
@@ -67,6 +72,16 @@ def serve(port: int, size: int, rate: float | None, host: str = "127.0.0.1") -> 
     while True:
         conn, _ = listener.accept()
         threading.Thread(target=_send, args=(conn, size, rate), daemon=True).start()
+
+
+def start_source(host: Host, size: int, rate: float | None = None, listen: str = "127.0.0.1") -> int:
+    """Run `serve` in a lab host (from the test's side): sends ``size`` known bytes to each client
+    (at ``rate`` bytes/s when given, so that a transfer can span a drill); returns its port."""
+    pace = ["--rate", str(rate)] if rate else []
+    argv = [sys.executable, "-m", "tests.nat.traffic", "serve", "0", str(size), "--host", listen, *pace]
+    proc = host.popen(argv, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    return int(json.loads(proc.stdout.readline())["ready"])
 
 
 def fetch(target: str, timeout: float, seconds: float | None = None) -> dict[str, object]:
