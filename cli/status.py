@@ -61,7 +61,8 @@ def load_of(reply: cw.StatusReply) -> dict:  # type: ignore[type-arg]
     """How busy the sender is, for an operator or a script spreading receivers over senders.
 
     ``limit`` and ``free`` are None when the sender has no limit (nostr ``--max-sessions 0``);
-    ``accepting`` is False while it starts, drains or is full.
+    ``accepting`` is False while it starts, drains, is full or has ``--max-pending`` sessions
+    still waiting for their receivers (it refuses new ones until one connects).
     """
     sessions, limit = len(reply.sessions), reply.max_sessions or None
     free = None if limit is None else max(limit - sessions, 0)
@@ -70,16 +71,23 @@ def load_of(reply: cw.StatusReply) -> dict:  # type: ignore[type-arg]
         "sessions": sessions,
         "limit": limit,
         "free": free,
+        "pending": reply.pending,
         "draining": reply.draining,
         "online": online,
-        "accepting": online and not reply.draining and free != 0,
+        "accepting": online
+        and not reply.draining
+        and free != 0
+        and not (reply.max_pending and reply.pending >= reply.max_pending),
     }
 
 
 def _load_text(reply: cw.StatusReply) -> str:
     load = load_of(reply)
     limit = "unlimited" if load["limit"] is None else load["limit"]
-    free = "" if load["free"] is None else f" ({load['free']} free)"
+    notes = ([] if load["free"] is None else [f"{load['free']} free"]) + (
+        [f"{load['pending']} pending"] if load["pending"] else []
+    )
+    free = f" ({', '.join(notes)})" if notes else ""
     state = "DRAINING" if load["draining"] else "accepting" if load["accepting"] else "not accepting"
     return f"sessions {load['sessions']}/{limit}{free}  {state}"
 

@@ -93,6 +93,11 @@ class Admission:
     boots: BootGuard = field(default_factory=lambda: BootGuard())
     _recent: dict[str, deque[float]] = field(default_factory=dict)
 
+    @property
+    def pending(self) -> int:
+        """Admitted sessions whose receiver has not reached its worker yet (what --max-pending caps)."""
+        return len(self._pending)
+
     def authorize(self, receiver_id: str) -> Refused | None:
         """The identity check alone: cheap, so a front door can make it as soon as a peer connects."""
         if self.authorized is not None and receiver_id not in self.authorized:

@@ -242,6 +242,8 @@ class Supervisor:
             max_sessions=self.config.max_sessions,
             sessions=tuple(cw.view_dict(view) for view in views),
             totals=self.counters.totals(views),
+            pending=self.admission.pending,
+            max_pending=self.admission.max_pending or 0,
         )
 
     # -- operator actions (the dashboard) ---------------------------------------------

@@ -65,6 +65,8 @@ class StatusReply:
     max_sessions: int
     sessions: tuple[dict, ...]  # SessionView fields
     totals: dict = field(default_factory=dict)  # Counters.totals()
+    pending: int = 0  # sessions admitted whose receiver has not connected yet
+    max_pending: int = 0  # their cap (--max-pending); 0 = none
 
 
 Message = StatusRequest | StatusReply
