@@ -38,6 +38,8 @@ from tunnelpy.common.errors import ExitCode, TunnelError
 from tunnelpy.common.modes import Mode
 
 LATENCY_DEADLINE = 120.0
+# Where scripts/setup-dumbpipe installs it (searched after PATH).
+DUMBPIPE_DIR = Path(os.environ.get("TUNNELPY_CACHE", "/var/cache/tunnel-py")) / "dumbpipe" / "bin"
 BENCH_ERRORS = (OSError, RuntimeError, TimeoutError, EOFError)
 
 
@@ -118,10 +120,10 @@ def build_contenders(
     results.append(br.ContenderResult("socat", "baseline", None if socat else br.NOT_INSTALLED))
     if socat:
         contenders.append(Socat(socat))
-    dumbpipe = shutil.which("dumbpipe")
+    dumbpipe = shutil.which("dumbpipe", path=f"{os.environ.get('PATH', '')}:{DUMBPIPE_DIR}")
     results.append(
         br.ContenderResult(
-            "dumbpipe", "baseline", None if dumbpipe else "skipped: not installed (cargo install dumbpipe)"
+            "dumbpipe", "baseline", None if dumbpipe else "skipped: not installed (scripts/setup-dumbpipe)"
         )
     )
     if dumbpipe:
