@@ -115,7 +115,7 @@ class Socat(Contender):
 
 class DumbPipe(Contender):
     """``dumbpipe`` (iroh's own TCP forwarder, Rust) if installed: ``listen-tcp`` next to the
-    target, ``connect-tcp`` per session. Never installed by our scripts."""
+    target, ``connect-tcp`` per session. Installed only by hand (``scripts/setup-dumbpipe``)."""
 
     TICKET = re.compile(r"\b((?:endpoint|node)[a-z0-9]{40,})\b")
 

@@ -38,6 +38,8 @@ from tunnelpy.common.errors import ExitCode, TunnelError
 from tunnelpy.common.modes import Mode
 
 LATENCY_DEADLINE = 120.0
+# Where scripts/setup-dumbpipe installs it (searched after PATH).
+DUMBPIPE_DIR = Path(os.environ.get("TUNNELPY_CACHE", "/var/cache/tunnel-py")) / "dumbpipe" / "bin"
 BENCH_ERRORS = (OSError, RuntimeError, TimeoutError, EOFError)
 
 
@@ -50,6 +52,7 @@ class Settings:
     repeat: int
     rounds: int
     modes: tuple[Mode, ...]
+    without: frozenset[str] = frozenset()  # baselines left out (--without)
 
     @property
     def transfer_deadline(self) -> float:
@@ -108,30 +111,58 @@ async def run_turn(
     return run
 
 
+LEFT_OUT = "skipped: left out (--without)"
+BASELINES = ("socat", "dumbpipe", "ssh")
+
+
+def _left_out(name: str, settings: Settings, found: object) -> str | None:
+    if name in settings.without:
+        return LEFT_OUT
+    return None if found else br.NOT_INSTALLED
+
+
+def dumbpipe_skipped(binary: str | None) -> str | None:
+    """Why dumbpipe cannot run here, or None. It has no offline switch (its endpoints always
+    look for n0's relays and discovery), so the bench runs it only where nothing but loopback
+    exists: inside a network namespace holding only ``lo`` (``unshare -n``)."""
+    if binary is None:
+        return "skipped: not installed (scripts/setup-dumbpipe)"
+    if not only_loopback():
+        return "skipped: dumbpipe always contacts n0's relays; run the bench in `unshare -n` to include it"
+    return None
+
+
+def only_loopback() -> bool:
+    """Whether this process sees no network interface but ``lo``."""
+    try:
+        lines = Path("/proc/net/dev").read_text().splitlines()[2:]
+    except OSError:
+        return False
+    return {line.split(":")[0].strip() for line in lines} == {"lo"}
+
+
 def build_contenders(
     settings: Settings, work: Path
 ) -> tuple[list[Contender], list[br.ContenderResult], SshServer | None]:
     """Every contender that can run here, and the results list (with skipped rows) in display order."""
     results = [br.ContenderResult(br.DIRECT, "baseline")]
     contenders: list[Contender] = [Contender(br.DIRECT)]
-    socat = shutil.which("socat")
-    results.append(br.ContenderResult("socat", "baseline", None if socat else br.NOT_INSTALLED))
+    socat = None if "socat" in settings.without else shutil.which("socat")
+    results.append(br.ContenderResult("socat", "baseline", _left_out("socat", settings, socat)))
     if socat:
         contenders.append(Socat(socat))
-    dumbpipe = shutil.which("dumbpipe")
-    results.append(
-        br.ContenderResult(
-            "dumbpipe", "baseline", None if dumbpipe else "skipped: not installed (cargo install dumbpipe)"
-        )
-    )
-    if dumbpipe:
+    dumbpipe = shutil.which("dumbpipe", path=f"{os.environ.get('PATH', '')}:{DUMBPIPE_DIR}")
+    skipped = LEFT_OUT if "dumbpipe" in settings.without else dumbpipe_skipped(dumbpipe)
+    results.append(br.ContenderResult("dumbpipe", "baseline", skipped))
+    if dumbpipe and not skipped:
         contenders.append(DumbPipe(dumbpipe))
     tools = [
         shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/local/sbin")
         for name in ("sshd", "ssh", "ssh-keygen")
     ]
-    sshd = SshServer(work, *tools) if all(tools) else None  # type: ignore[arg-type]
-    results.append(br.ContenderResult(br.SSH, "baseline", None if sshd else br.NOT_INSTALLED))
+    wanted = "ssh" not in settings.without
+    sshd = SshServer(work, *tools) if all(tools) and wanted else None  # type: ignore[arg-type]
+    results.append(br.ContenderResult(br.SSH, "baseline", _left_out("ssh", settings, sshd)))
     if sshd:
         contenders.append(SshForward(sshd))
     for name in settings.modes:
@@ -196,6 +227,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"tunnel modes to measure, comma-separated, from {','.join(Mode)} (default: "
         f"{','.join(SESSIONS)}; a mode not implemented yet is shown as skipped)",
     )
+    parser.add_argument(
+        "--without",
+        type=_baseline_list,
+        default=frozenset(),
+        metavar="B1,B2",
+        help=f"baselines to leave out, comma-separated, from {','.join(BASELINES)} (direct always runs)",
+    )
     parser.add_argument("--size", type=_positive, default=100, metavar="MB", help="MB per transfer (default: 100)")
     parser.add_argument(
         "--repeat",
@@ -238,6 +276,14 @@ def _mode_list(text: str) -> tuple[Mode, ...]:
     return tuple(Mode(m) for m in names)
 
 
+def _baseline_list(text: str) -> frozenset[str]:
+    names = frozenset(n.strip() for n in text.split(",") if n.strip())
+    if unknown := sorted(names - set(BASELINES)):
+        choices = ", ".join(BASELINES)
+        raise argparse.ArgumentTypeError(f"unknown baseline(s) {', '.join(unknown)}; choose from {choices}")
+    return names
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
@@ -258,7 +304,7 @@ def run_bench(args: argparse.Namespace) -> int:
     """Exit 0 when the report was produced and every tunnel turn worked; 1 if a tunnel mode failed."""
     if args.plot:
         plot.require_matplotlib()
-    settings = Settings(args.size, args.repeat, args.rounds, args.modes)
+    settings = Settings(args.size, args.repeat, args.rounds, args.modes, args.without)
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     started = time.monotonic()
     with contextlib.ExitStack() as stack:

@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
-from multiprocessing import util as mp_util
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +119,11 @@ def _cli_values(args: argparse.Namespace, options: Sequence[optmod.Option]) -> d
 
 
 def run_sender(config: cfgmod.SenderConfig) -> int:
+    # Imported here: a receiver's start (part of its session setup time) needs none of them.
+    import shutil
+    import tempfile
+    from multiprocessing import util as mp_util
+
     from tunnelpy.common.logs import configure_logging
     from tunnelpy.supervisor.launcher import WorkerLauncher
 

@@ -35,6 +35,12 @@ class WorkerLauncher:
         # per worker, no measurable throughput cost. Read by glibc when the forkserver starts.
         os.environ.setdefault("MALLOC_ARENA_MAX", "2")
         forkserver.ensure_running()
+        # The forkserver imports PRELOAD before it forks anything: one throwaway child now
+        # waits for that, so the first session does not (it took ~0.4 s of that session's
+        # setup on a loaded 2-core box; every later worker forks in milliseconds).
+        warmup = self._ctx.Process(target=_warmed_up, name="tunnel-py-warmup", daemon=False)
+        warmup.start()
+        warmup.join()
 
     def spawn(self, spec: WorkerSpec) -> multiprocessing.context.ForkServerProcess:
         process = self._ctx.Process(
@@ -42,6 +48,10 @@ class WorkerLauncher:
         )
         process.start()
         return process
+
+
+def _warmed_up() -> None:
+    """The throwaway child of :meth:`WorkerLauncher.start`: forked once the preload is done."""
 
 
 def describe_exit(exitcode: int | None) -> dict[str, object]:

@@ -204,8 +204,10 @@ class Connection:
     async def serve_udp_receiver(self, stream: BiStream, fd: int) -> None:
         """Receiver-side UDP (wire.py's format) until the connection ends, raising
         NativeConnectionLost then. ``stream``: the UDP_FRAMES stream, header [1, 2] already
-        written. ``fd``: a bound UDP socket (``sock.detach()``), owned from this call on;
-        each client address becomes a flow."""
+        written. ``fd``: a bound UDP socket (``sock.detach()``, or ``os.dup()`` of a socket
+        that outlives the connection), owned from this call on and closed when the call
+        ends or is cancelled; each client address becomes a flow, the table lives as long
+        as the call."""
     async def serve_udp_worker(self, stream: BiStream, addresses: Sequence[str], port: int) -> None:
         """Worker-side UDP until the connection ends (NativeConnectionLost). ``stream``:
         the accepted UDP_FRAMES stream, header already read; one connected UDP socket per

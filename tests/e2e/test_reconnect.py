@@ -8,6 +8,7 @@ The local listener stays up throughout; times are logged, never asserted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -75,6 +76,61 @@ def test_receiver_reconnects_after_its_worker_is_killed(work, any_receiver):
                 f"worker killed -> slot free {(at(reaped) - killed_at).total_seconds():.2f} s, "
                 f"receiver lost -> reconnected {seconds_between(lost, back):.2f} s"
             )
+
+    run(main(), timeout=150)
+
+
+class _UdpClient(asyncio.DatagramProtocol):
+    """One local UDP client whose address stays the same for the whole test."""
+
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.inbox.put_nowait(data)
+
+
+async def udp_echo_ok(client: tuple[asyncio.DatagramTransport, _UdpClient], payload: bytes) -> None:
+    """Resend ``payload`` until its echo comes back (UDP may drop), within 30 s."""
+    transport, proto = client
+    async with asyncio.timeout(30):
+        while True:
+            transport.sendto(payload)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    while await proto.inbox.get() != payload:
+                        pass
+                    return
+
+
+def test_udp_clients_resume_after_the_worker_is_killed(work, any_receiver):
+    """The receiver keeps its UDP socket: the same client addresses (one sending datagrams
+    above the QUIC datagram size, framed on the stream) work again over the new session."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        async with EchoService() as echo, Cluster(work) as cluster:
+            sender, ticket = await cluster.sender(*any_receiver)
+            receiver, addr = await cluster.receiver(ticket, f"udp://127.0.0.1:{echo.udp_port}")
+            assert addr is not None
+            clients = [await loop.create_datagram_endpoint(_UdpClient, remote_addr=addr) for _ in range(2)]
+            try:
+                for round_ in ("before", "after"):
+                    for i, client in enumerate(clients):
+                        await udp_echo_ok(client, f"client {i} {round_}".encode())
+                    await udp_echo_ok(clients[0], os.urandom(4000))
+                    if round_ == "before":
+                        ((_, pid),) = worker_pids(sender).items()
+                        os.kill(pid, signal.SIGKILL)
+                        await receiver.wait_event("receiver.lost", timeout=60)
+                        await receiver.wait_event("receiver.reconnected", timeout=60)
+                assert len(worker_pids(sender)) == 2
+                async with asyncio.timeout(10):  # the two client addresses -> two flows in the new worker
+                    while [s["flows_open"] for s in (await fetch_status(work / "sender.sock")).sessions] != [2]:
+                        await asyncio.sleep(0.2)
+            finally:
+                for transport, _ in clients:
+                    transport.close()
 
     run(main(), timeout=150)
 

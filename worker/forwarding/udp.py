@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import socket
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 
 from tunnelpy.common.errors import DatagramTooLarge, ProtocolError
@@ -28,6 +28,8 @@ IDLE_TIMEOUT = 120.0
 SWEEP_INTERVAL = 5.0
 QUEUE_SIZE = 1024
 MAX_FLOWS = 4096
+READ_BATCH = 64  # datagrams read per wake-up of the receiver's socket reader
+MAX_DATAGRAM = 65536
 
 
 @dataclass(slots=True)
@@ -158,26 +160,41 @@ class _Datagrams(asyncio.DatagramProtocol):
         log.debug("udp.socket_error", error=str(exc))
 
 
+NativeServe = Callable[[socket.socket], Awaitable[None]]
+
+
 class ReceiverUdp:
-    """The receiver's local UDP side for its whole life: clients on the bound socket, each
-    address its own flow, kept while tunnels come and go. :meth:`carry` pumps one tunnel's
-    :class:`UdpLink`; while none is attached, datagrams from clients are dropped (UDP may)."""
+    """The receiver's local UDP side for its whole life: clients on the bound socket, kept
+    while tunnels come and go. One tunnel at a time is attached:
+
+    * :meth:`carry` pumps a Python :class:`UdpLink` (ICE modes): each client address is a
+      flow of :attr:`flows`;
+    * :meth:`carry_native` hands the socket to the native data plane (iroh modes), which
+      reads a duplicate of it with its own flow table until that connection ends.
+
+    While none is attached, datagrams from clients are read and dropped (UDP may), so a
+    reconnect does not deliver a burst of stale ones. Python reads the socket only while no
+    native side does: the reader is switched off for the time of :meth:`carry_native`."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self.flows = FlowTable()
         self.dropped = 0
         self._link: UdpLink | None = None
-        self._transport: asyncio.DatagramTransport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False  # run() is reading the socket's clients
+        self._native = False  # a native side holds the socket
+        self._reading = False
 
     async def run(self) -> None:
         """Receive from local clients until cancelled (expiring idle flows)."""
-        loop = asyncio.get_running_loop()
-        self._transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self._from_client), sock=self._sock)
+        self._loop, self._running = asyncio.get_running_loop(), True
+        self._update_reader()
         try:
             await _sweep(self.flows, lambda flow_id, key: None)
         finally:
-            self._transport.close()
+            self._running = False
+            self._update_reader()
 
     async def carry(self, link: UdpLink) -> None:
         """Carry datagrams both ways over ``link`` until its connection fails."""
@@ -187,17 +204,59 @@ class ReceiverUdp:
         finally:
             self._link = None
 
+    async def carry_native(self, serve: NativeServe) -> None:
+        """Let ``serve`` (the native receiver loop, given this socket) carry the clients
+        until it returns or raises (its connection ended); then Python reads again."""
+        self._native = True
+        self._update_reader()
+        try:
+            await serve(self._sock)
+        finally:
+            self._native = False
+            self._update_reader()
+
+    def _update_reader(self) -> None:
+        """Python's reader is on while run() runs and no native side holds the socket."""
+        if self._loop is None:
+            return
+        want = self._running and not self._native
+        if want and not self._reading:
+            self._loop.add_reader(self._sock.fileno(), self._readable)
+        elif self._reading and not want:
+            self._loop.remove_reader(self._sock.fileno())
+        self._reading = want
+
+    def _readable(self) -> None:
+        for _ in range(READ_BATCH):
+            try:
+                data, addr = self._sock.recvfrom(MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. an ICMP error queued on the socket
+                log.debug("udp.socket_error", error=str(exc))
+                return
+            self._from_client(data, addr)
+
     def _from_client(self, data: bytes, addr: tuple) -> None:  # type: ignore[type-arg]
+        if self._link is None:
+            self.dropped += 1
+            return
         flow_id = self.flows.flow_for(addr, time.monotonic())
-        if flow_id is None or self._link is None:
+        if flow_id is None:
             self.dropped += 1
             return
         self._link.enqueue(flow_id, data)
 
     def _to_client(self, flow_id: int, payload: bytes) -> None:
         addr = self.flows.key_of(flow_id, time.monotonic())
-        if addr is not None and self._transport is not None:
-            self._transport.sendto(payload, addr)  # type: ignore[arg-type]  # keys here are client addresses
+        if addr is None:
+            return
+        try:
+            self._sock.sendto(payload, addr)  # type: ignore[call-overload]  # keys here are client addresses
+        except (BlockingIOError, InterruptedError):
+            self.dropped += 1  # the socket's send buffer is full: UDP may drop
+        except OSError as exc:
+            log.debug("udp.socket_error", error=str(exc))
 
 
 async def serve_worker_udp(link: UdpLink, addresses: tuple[str, ...], port: int) -> None:

@@ -19,7 +19,15 @@ from typing import Any
 
 from tunnelpy.common.allowlist import Proto
 from tunnelpy.common.config import ReceiverConfig
-from tunnelpy.common.errors import ConfigError, ConnectFailed, ConnectionLost, ExitCode, SessionRefused, TunnelError
+from tunnelpy.common.errors import (
+    ConfigError,
+    ConnectFailed,
+    ConnectionLost,
+    ExitCode,
+    SessionRefused,
+    StreamReset,
+    TunnelError,
+)
 from tunnelpy.common.logs import get_logger
 from tunnelpy.worker.forwarding import wire
 from tunnelpy.worker.forwarding.tcp import Traffic, open_stream_with_retry, reset_socket, splice_socket
@@ -92,12 +100,17 @@ class LocalSide:
 
     async def serve(self, conn: Connection) -> None:
         """Carry local traffic over ``conn`` until it ends: raises ConnectionLost with the reason."""
-        link = None
+        carry: Coroutine[Any, Any, None] | None = None
+        native = None
         if self.udp is not None:
             frames = await open_stream_with_retry(conn, wire.StreamKind.UDP_FRAMES)
-            link = UdpLink(conn, frames, self.traffic, outbound_is_up=True)
+            native = getattr(conn, "serve_udp_receiver", None)
+            if native is not None:  # the flows run in Rust, on a duplicate of the socket
+                carry = self.udp.carry_native(lambda sock: native(frames, sock))
+            else:
+                carry = self.udp.carry(UdpLink(conn, frames, self.traffic, outbound_is_up=True))
         counters = getattr(conn, "counters", None)
-        if counters is not None and self.udp is None:  # native TCP: Rust counts the bytes
+        if counters is not None and (self.udp is None or native is not None):  # native: Rust counts
             self.traffic.follow(counters, sent_is_up=True)
         self._conn = conn
         self._live.set()
@@ -111,9 +124,9 @@ class LocalSide:
         )
         line = start_status_line(conn, self.traffic, self.cfg)  # a live line on a TTY
         try:
-            if link is not None and self.udp is not None:
+            if carry is not None:
                 async with asyncio.TaskGroup() as tg:
-                    carrying = tg.create_task(self.udp.carry(link))
+                    carrying = tg.create_task(_carry(carry, conn))
                     reason = await conn.wait_closed()
                     carrying.cancel()
             else:
@@ -149,6 +162,17 @@ class LocalSide:
             except TimeoutError:
                 return None
         return self._conn
+
+
+async def _carry(carry: Coroutine[Any, Any, None], conn: Connection) -> None:
+    """Run ``carry`` (UDP both ways). Should it end first (its stream failed), close ``conn``:
+    :meth:`LocalSide.serve` reports the end and the receiver may reconnect."""
+    try:
+        await carry
+        why = "UDP forwarding ended"
+    except (ConnectionLost, StreamReset) as exc:
+        why = f"UDP forwarding ended: {exc}"
+    conn.close(0, why)
 
 
 Session = Callable[[LocalSide], Coroutine[Any, Any, None]]

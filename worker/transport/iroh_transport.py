@@ -12,6 +12,8 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import os
+import socket
 
 from tunnelpy.common.config import NetOptions
 from tunnelpy.common.errors import (
@@ -304,6 +306,15 @@ class IrohConnection:
         """The worker's UDP flows, in Rust, until the connection ends (ConnectionLost)."""
         try:
             await self.raw.serve_udp_worker(stream.native, list(addresses), port)
+        except _native.NativeError as exc:
+            raise ConnectionLost(describe(exc)) from exc
+
+    async def serve_udp_receiver(self, stream: IrohStream, sock: socket.socket) -> None:
+        """The receiver's UDP flows, in Rust, on a duplicate of ``sock`` (which stays the
+        caller's, open) until the connection ends (ConnectionLost); the duplicate is closed
+        then, or when this is cancelled."""
+        try:
+            await self.raw.serve_udp_receiver(stream.native, os.dup(sock.fileno()))
         except _native.NativeError as exc:
             raise ConnectionLost(describe(exc)) from exc
 

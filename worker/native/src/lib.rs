@@ -6,6 +6,7 @@
 
 pub mod counters;
 pub mod error;
+pub mod flows;
 pub mod net;
 pub mod options;
 pub mod paths;

@@ -8,10 +8,10 @@
 //!   stream ([`crate::wire`]). Queues are bounded and drop when full (counted), flows idle
 //!   for [`IDLE_TIMEOUT`] expire, at most [`MAX_FLOWS`] at once.
 //!
-//! [`FlowTable`] is the sans-IO core (time passed in); the two `serve_*` loops are the glue.
+//! [`FlowTable`] ([`crate::flows`]) is the sans-IO core (time passed in); the two `serve_*`
+//! loops are the glue.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,98 +28,10 @@ use crate::net::Connection;
 use crate::splice::{read_error, write_error};
 use crate::wire::{self, FrameDecoder};
 
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+pub use crate::flows::{FlowTable, Limits, IDLE_TIMEOUT, MAX_FLOWS, SWEEP_INTERVAL};
+
 pub const QUEUE_SIZE: usize = 1024;
-pub const MAX_FLOWS: usize = 4096;
 const RECV_BUFFER: usize = 65536;
-
-/// Flow ids <-> keys (a client address, or the flow itself), with idle expiry.
-#[derive(Debug)]
-pub struct FlowTable<K> {
-    idle_timeout: Duration,
-    max_flows: usize,
-    ids: HashMap<K, u32>,
-    keys: HashMap<u32, (K, Instant)>,
-    next_id: u32,
-}
-
-impl<K: Hash + Eq + Clone> FlowTable<K> {
-    pub fn new(idle_timeout: Duration, max_flows: usize) -> Self {
-        Self {
-            idle_timeout,
-            max_flows,
-            ids: HashMap::new(),
-            keys: HashMap::new(),
-            next_id: 1,
-        }
-    }
-
-    /// The flow of `key`, created if new; `None` when the table is full.
-    pub fn flow_for(&mut self, key: &K, now: Instant) -> Option<u32> {
-        if let Some(&id) = self.ids.get(key) {
-            self.keys.get_mut(&id).expect("both maps agree").1 = now;
-            return Some(id);
-        }
-        if self.ids.len() >= self.max_flows {
-            return None;
-        }
-        let mut id = self.next_id;
-        while self.keys.contains_key(&id) {
-            id = id.wrapping_add(1).max(1);
-        }
-        self.next_id = id.wrapping_add(1).max(1);
-        self.ids.insert(key.clone(), id);
-        self.keys.insert(id, (key.clone(), now));
-        Some(id)
-    }
-
-    /// Records a flow whose id the peer chose (replacing earlier mappings of either side).
-    pub fn add(&mut self, flow_id: u32, key: K, now: Instant) {
-        if let Some((old_key, _)) = self.keys.remove(&flow_id) {
-            self.ids.remove(&old_key);
-        }
-        if let Some(old_id) = self.ids.remove(&key) {
-            self.keys.remove(&old_id);
-        }
-        self.ids.insert(key.clone(), flow_id);
-        self.keys.insert(flow_id, (key, now));
-    }
-
-    /// The key of a flow; with `now`, the flow counts as active.
-    pub fn key_of(&mut self, flow_id: u32, now: Option<Instant>) -> Option<&K> {
-        let entry = self.keys.get_mut(&flow_id)?;
-        if let Some(now) = now {
-            entry.1 = now;
-        }
-        Some(&entry.0)
-    }
-
-    /// Removes and returns the flows idle longer than the timeout.
-    pub fn expire(&mut self, now: Instant) -> Vec<(u32, K)> {
-        let gone: Vec<u32> = self
-            .keys
-            .iter()
-            .filter(|(_, (_, seen))| now.saturating_duration_since(*seen) > self.idle_timeout)
-            .map(|(id, _)| *id)
-            .collect();
-        gone.into_iter()
-            .map(|id| {
-                let (key, _) = self.keys.remove(&id).expect("listed above");
-                self.ids.remove(&key);
-                (id, key)
-            })
-            .collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.ids.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
-    }
-}
 
 type Outbox = mpsc::Sender<(u32, Bytes)>;
 
@@ -202,16 +114,31 @@ async fn next_inbound(
 
 /// Receiver side: clients of `socket` (already bound by the caller), each address a flow.
 /// Runs until the connection ends (`Err(ConnectionLost)`) or the frame stream fails.
+///
+/// The table lives as long as the call: a receiver that outlives its connections passes a
+/// duplicate of its one socket to each (the new worker knows no flow either, so a client's
+/// next datagram opens its flow again on both sides).
 pub async fn serve_receiver(
+    conn: Connection,
+    frames_send: SendStream,
+    frames_recv: RecvStream,
+    socket: UdpSocket,
+) -> Result<()> {
+    serve_receiver_with(conn, frames_send, frames_recv, socket, Limits::default()).await
+}
+
+/// [`serve_receiver`] with other [`Limits`] than the defaults.
+pub async fn serve_receiver_with(
     conn: Connection,
     mut frames_send: SendStream,
     mut frames_recv: RecvStream,
     socket: UdpSocket,
+    limits: Limits,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel(QUEUE_SIZE);
     tokio::try_join!(
         send_loop(&conn, &mut frames_send, rx),
-        receiver_loop(&conn, &mut frames_recv, &socket, tx),
+        receiver_loop(&conn, &mut frames_recv, &socket, tx, limits),
     )
     .map(|_| ())
 }
@@ -221,12 +148,13 @@ async fn receiver_loop(
     frames_recv: &mut RecvStream,
     socket: &UdpSocket,
     tx: Outbox,
+    limits: Limits,
 ) -> Result<()> {
     let counters = &conn.counters;
-    let mut flows: FlowTable<SocketAddr> = FlowTable::new(IDLE_TIMEOUT, MAX_FLOWS);
+    let mut flows: FlowTable<SocketAddr> = FlowTable::with_limits(&limits);
     let mut decoder = FrameDecoder::default();
     let mut frames_open = true;
-    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    let mut sweep = tokio::time::interval(limits.sweep_interval);
     let mut buf = vec![0u8; RECV_BUFFER];
     loop {
         tokio::select! {
@@ -375,49 +303,5 @@ async fn read_flow(socket: Arc<UdpSocket>, id: u32, outbox: Outbox, counters: Ar
             // ICMP port unreachable and the like: the source may come back; keep the flow.
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flow_ids_start_at_one_and_are_stable() {
-        let t0 = Instant::now();
-        let mut t: FlowTable<&str> = FlowTable::new(IDLE_TIMEOUT, 2);
-        assert_eq!(t.flow_for(&"a", t0), Some(1));
-        assert_eq!(t.flow_for(&"b", t0), Some(2));
-        assert_eq!(t.flow_for(&"a", t0), Some(1));
-        assert_eq!(t.flow_for(&"c", t0), None, "full");
-        assert_eq!(t.key_of(2, None), Some(&"b"));
-    }
-
-    #[test]
-    fn idle_flows_expire_and_activity_keeps_them() {
-        let t0 = Instant::now();
-        let mut t: FlowTable<&str> = FlowTable::new(Duration::from_secs(120), 10);
-        t.flow_for(&"a", t0);
-        t.flow_for(&"b", t0);
-        t.key_of(2, Some(t0 + Duration::from_secs(100)));
-        let gone = t.expire(t0 + Duration::from_secs(121));
-        assert_eq!(gone, vec![(1, "a")]);
-        assert_eq!(t.len(), 1);
-        assert!(t.expire(t0 + Duration::from_secs(219)).is_empty());
-        assert_eq!(t.expire(t0 + Duration::from_secs(221)).len(), 1);
-        assert!(t.is_empty());
-    }
-
-    #[test]
-    fn add_replaces_either_side() {
-        let t0 = Instant::now();
-        let mut t: FlowTable<&str> = FlowTable::new(IDLE_TIMEOUT, 10);
-        t.add(5, "x", t0);
-        t.add(5, "y", t0);
-        assert_eq!(t.key_of(5, None), Some(&"y"));
-        assert_eq!(t.len(), 1);
-        t.add(6, "y", t0);
-        assert_eq!(t.key_of(5, None), None);
-        assert_eq!(t.len(), 1);
     }
 }
