@@ -180,6 +180,7 @@ class IceAgent:
         turn: TurnOptions | None = None,
     ) -> None:
         self.controlling = controlling
+        self.stun_server = stun_server
         self.host_filter = tuple(host_filter)
         self.turn = turn or TurnOptions()
         self._conn = _TunnelIceConnection(self.turn, ice_controlling=controlling, stun_server=stun_server)
@@ -188,6 +189,13 @@ class IceAgent:
         self._closing = False
         self._connected_at = 0.0
         self._connect_ms = 0.0
+
+    def fresh(self) -> IceAgent:
+        """A new agent with the same role and options: new ufrag/pwd, to gather anew (an ICE
+        restart, RFC 8445 section 9; aioice has no restart of its own)."""
+        return IceAgent(
+            controlling=self.controlling, stun_server=self.stun_server, host_filter=self.host_filter, turn=self.turn
+        )
 
     @property
     def selected_pair(self) -> SelectedPair | None:
@@ -323,6 +331,8 @@ class IceAgent:
         return "ICE consent expired: the peer stopped answering connectivity checks (~30 s)"
 
     async def close(self) -> None:
+        if self._closing:  # closed already (an ICE restart closes the agent it moved away from)
+            return
         self._closing = True
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
