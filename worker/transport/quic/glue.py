@@ -212,16 +212,15 @@ class QuicTransportConnection:
         return self._path
 
     def switch_path(self, path: IcePath) -> None:
-        """Carry this connection on ``path`` from now on; the old path is detached. A PING goes
-        out at once so the peer's ACK restarts loss recovery without waiting for a backed-off PTO."""
+        """Carry this connection on ``path`` from now on; the old path is detached. What was in
+        flight is sent again at once, without waiting for a backed-off PTO."""
         self.raise_if_lost()
         self._path.detach()
         self._path = path
         self._probe_socket = ProbeSocket(path)
         self._paused = False
         path.attach(self.receive_datagram, self._on_path_lost)
-        self._ping_id += 1
-        self._quic.send_ping(self._ping_id)
+        self._quic.path_changed(self._now())
         self.flush()
 
     def path_failed(self, reason: str) -> None:
