@@ -11,6 +11,14 @@ the offer's certificate, sender's worker = ICE controlled and QUIC server, as in
     sender -> receiver  TunnelOffer    (or TunnelReject, with a RejectReason)
     receiver -> sender  TunnelAnswer   (confirmation, sent once)
 
+An ICE restart (RFC 8445 section 9) of a live session, receiver-initiated when its path is lost::
+
+    receiver -> sender  IceRestart     (same session_id, new ICE parameters, republished until answered)
+    sender -> receiver  IceRestarted   (the worker's new ICE parameters; no answer: the receiver
+                                        falls back to a new session after its deadline)
+
+A peer that predates them refuses the kind (ProtocolError, unknown message kind) and ignores it.
+
 The event
 ---------
 Every message is one event of kind :data:`EVENT_KIND`, signed by its author's key (NIP-01),
@@ -63,6 +71,7 @@ MAX_REJECT_MESSAGE = 512
 """A reject's message is cut to this many UTF-8 bytes (at a character boundary, with '...')."""
 
 SESSION_ID_BYTES = 8
+MAX_GENERATION = 1_000_000  # ICE restarts of one session
 _SESSION_ID = re.compile(rf"[0-9a-f]{{{2 * SESSION_ID_BYTES}}}")
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
@@ -72,6 +81,8 @@ class MessageKind(enum.StrEnum):
     OFFER = "tunnel_offer"
     REJECT = "tunnel_reject"
     ANSWER = "tunnel_answer"
+    ICE_RESTART = "ice_restart"
+    ICE_RESTARTED = "ice_restarted"
 
 
 def new_session_id() -> str:
@@ -145,7 +156,48 @@ class TunnelAnswer:
     session_id: str
 
 
-Message: TypeAlias = TunnelRequest | TunnelOffer | TunnelReject | TunnelAnswer
+@dataclass(frozen=True, slots=True)
+class IceRestart:
+    """Receiver -> sender: restart ICE for the live session ``session_id`` (the request's id)
+    with these new credentials and candidates. ``generation`` counts the session's restarts
+    (1, 2, ...): republications share one; ``timestamp`` as in :class:`TunnelRequest`."""
+
+    session_id: str
+    generation: int
+    ice_ufrag: str
+    ice_pwd: str
+    candidates: tuple[str, ...]
+    timestamp: int
+
+    @classmethod
+    def create(cls, session_id: str, generation: int, ice: IceParameters, timestamp: int) -> IceRestart:
+        return cls(session_id, generation, ice.ufrag, ice.pwd, tuple(ice.candidates), timestamp)
+
+    @property
+    def ice(self) -> IceParameters:
+        return IceParameters(self.ice_ufrag, self.ice_pwd, self.candidates)
+
+
+@dataclass(frozen=True, slots=True)
+class IceRestarted:
+    """Sender -> receiver: the session's worker restarted ICE; its new parameters."""
+
+    session_id: str
+    generation: int
+    ice_ufrag: str
+    ice_pwd: str
+    candidates: tuple[str, ...]
+
+    @classmethod
+    def create(cls, session_id: str, generation: int, ice: IceParameters) -> IceRestarted:
+        return cls(session_id, generation, ice.ufrag, ice.pwd, tuple(ice.candidates))
+
+    @property
+    def ice(self) -> IceParameters:
+        return IceParameters(self.ice_ufrag, self.ice_pwd, self.candidates)
+
+
+Message: TypeAlias = TunnelRequest | TunnelOffer | TunnelReject | TunnelAnswer | IceRestart | IceRestarted
 
 _CODEC = messages.Codec(
     "nostr signaling",
@@ -155,6 +207,8 @@ _CODEC = messages.Codec(
         TunnelOffer: MessageKind.OFFER,
         TunnelReject: MessageKind.REJECT,
         TunnelAnswer: MessageKind.ANSWER,
+        IceRestart: MessageKind.ICE_RESTART,
+        IceRestarted: MessageKind.ICE_RESTARTED,
     },
 )
 
@@ -197,6 +251,8 @@ def _check_fields(msg: Message) -> None:
         raise ProtocolError(f"nostr signaling: session_id {msg.session_id[:40]!r} is not 16 lowercase hex digits")
     if isinstance(msg, TunnelOffer) and _SHA256_HEX.fullmatch(msg.cert_sha256) is None:
         raise ProtocolError("nostr signaling: offer cert_sha256 is not 64 lowercase hex digits")
+    if isinstance(msg, IceRestart | IceRestarted) and not 0 < msg.generation <= MAX_GENERATION:
+        raise ProtocolError(f"nostr signaling: ICE restart generation {msg.generation} is not 1-{MAX_GENERATION}")
 
 
 # --- decisions ----------------------------------------------------------------------------

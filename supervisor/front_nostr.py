@@ -19,6 +19,13 @@ Each accepted request is handled in its own task (a worker start takes a while),
 every slot busy is dropped before the gate records it, so the receiver's republication is
 taken later. A receiver that keeps asking for a session we already answered (our reply got
 lost) gets the same reply again, at most once per ``--republish-interval``.
+
+An :class:`~tunnelpy.signaling.nostr_wire.IceRestart` (a receiver lost its path) passes the same
+author check, then the :class:`~tunnelpy.signaling.nostr_restart.RestartGate`: it must name a live
+session that this same receiver key requested. It goes to that session's worker
+(``SessionService.restart_ice``) and the worker's new ICE parameters go back as
+:class:`~tunnelpy.signaling.nostr_wire.IceRestarted`; a restart that fails gets no answer (the
+receiver falls back to a new session after its deadline).
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from tunnelpy.common.errors import ProtocolError, VersionMismatch
 from tunnelpy.common.logs import get_logger
 from tunnelpy.signaling import nostr_keys
 from tunnelpy.signaling import nostr_wire as wire
+from tunnelpy.signaling.nostr_restart import RestartGate
 from tunnelpy.signaling.nostr_signal import NostrSignal, RelayError
 from tunnelpy.signaling.session_wire import RejectReason
 from tunnelpy.supervisor.front import rejection
@@ -62,6 +70,7 @@ class NostrFrontDoor:
         self._service = service
         self._signal: NostrSignal | None = None
         self._gate: wire.RequestGate | None = None
+        self._restarts = RestartGate()
         self._in_flight: set[tuple[str, str]] = set()
         self._replies: OrderedDict[tuple[str, str], tuple[str, float]] = OrderedDict()  # -> (plaintext, sent at)
         self.endpoint_id = ""
@@ -95,6 +104,8 @@ class NostrFrontDoor:
                     continue
                 if isinstance(msg, wire.TunnelRequest):
                     self._on_request(tg, author, msg)
+                elif isinstance(msg, wire.IceRestart):
+                    self._on_restart(tg, author, msg)
                 elif isinstance(msg, wire.TunnelAnswer):
                     log.debug("nostr.answered", author=author[:16], request_id=msg.session_id)
 
@@ -145,7 +156,38 @@ class NostrFrontDoor:
         ready = opened.ready
         assert ready.ice is not None, "an ICE worker reports its ICE parameters"
         log.info("nostr.offered", session_id=opened.session_id, request_id=request.session_id)
+        self._restarts.opened(author, request.session_id, opened.session_id)
         return wire.TunnelOffer.create(request.session_id, ready.ice, ready.cert_sha256)
+
+    # -- ICE restarts ------------------------------------------------------------------
+    def _on_restart(self, tg: asyncio.TaskGroup, author: str, restart: wire.IceRestart) -> None:
+        assert self._gate is not None
+        if self._gate.allowed is not None and author.lower() not in self._gate.allowed:
+            log.debug("nostr.ignored", author=author[:16], why="not an authorized receiver")
+            return
+        decision = self._restarts.check(author, restart, time.time())
+        live = self._restarts.session_of(author, restart.session_id)
+        if isinstance(decision, wire.Ignore) or live is None:
+            why = decision.reason if isinstance(decision, wire.Ignore) else "no live session"
+            log.debug("nostr.restart_ignored", author=author[:16], request_id=restart.session_id, why=why)
+            return
+        tg.create_task(self._restart(author, restart, live.session_id))
+
+    async def _restart(self, author: str, restart: wire.IceRestart, session_id: str) -> None:
+        receiver_id = nostr_keys.npub_of(author)
+        log.info(
+            "nostr.ice_restart", session_id=session_id, request_id=restart.session_id, generation=restart.generation
+        )
+        try:
+            answer = await self._service.restart_ice(session_id, receiver_id, restart.generation, restart.ice)
+        except Exception as exc:  # one bad restart must not take the front door down
+            log.exception("nostr.restart_crashed", author=author[:16], error=str(exc))
+            return
+        if isinstance(answer, str):
+            log.warning("nostr.ice_restart_refused", session_id=session_id, error=answer)
+            return
+        reply = wire.IceRestarted.create(restart.session_id, restart.generation, answer)
+        await self._publish(author, wire.encode(reply), "IceRestarted")
 
     def _remember(self, key: tuple[str, str], plaintext: str) -> None:
         self._replies[key] = (plaintext, time.monotonic())

@@ -13,6 +13,7 @@ from tunnelpy.common.allowlist import Source, parse_source, resolve
 from tunnelpy.common.config import SenderConfig
 from tunnelpy.common.errors import ConfigError, ProtocolError
 from tunnelpy.common.logs import get_logger
+from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.supervisor.admission import Admission, Refusal, Refused
 from tunnelpy.supervisor.control_wire import SessionView
 from tunnelpy.supervisor.counters import Counters
@@ -25,6 +26,7 @@ if TYPE_CHECKING:  # the pool imports this module
 log = get_logger(__name__)
 
 READY_TIMEOUT = 15.0
+RESTART_TIMEOUT = 8.0  # a worker gathers its new ICE candidates (STUN, TURN) within this
 
 
 @dataclass(slots=True)
@@ -42,6 +44,7 @@ class SessionRecord:
     ready: asyncio.Future[contract.WorkerReady] | None = None  # how the receiver reaches the worker
     heartbeat: contract.Heartbeat | None = None
     term_sent_at: float | None = None
+    restarts: dict[int, asyncio.Future[contract.IceRestarted]] = field(default_factory=dict)  # by generation
 
     def apply(self, msg: contract.Message) -> None:
         if isinstance(msg, contract.WorkerReady):
@@ -54,6 +57,10 @@ class SessionRecord:
                 self.state = msg.state
         elif isinstance(msg, contract.WorkerExiting):
             self.state = SessionState.EXITING
+        elif isinstance(msg, contract.IceRestarted):
+            waiting = self.restarts.pop(msg.generation, None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(msg)
 
     def view(self, now: float) -> SessionView:
         hb = self.heartbeat
@@ -166,6 +173,30 @@ class SessionService:
             worker_pid=record.process.pid,
         )
         return Opened(session_id, ready)
+
+    async def restart_ice(
+        self, session_id: str, receiver_id: str, generation: int, ice: IceParameters
+    ) -> IceParameters | str:
+        """Ask the session's worker to restart ICE: its new parameters, or why not (a string).
+        Only the receiver that owns the session may restart it."""
+        record = self.pool.records.get(session_id)
+        if record is None or record.receiver_id != receiver_id:
+            return "no such session of this receiver"
+        if record.state not in (SessionState.CONNECTED, SessionState.DRAINING) or record.term_sent_at is not None:
+            return f"the session is {record.state.value}, not connected"
+        waiting = record.restarts[generation] = asyncio.get_running_loop().create_future()
+        self.pool.send(session_id, contract.IceRestart(generation, ice))
+        try:
+            async with asyncio.timeout(RESTART_TIMEOUT):
+                answer = await waiting
+        except TimeoutError:
+            return f"the worker did not answer within {RESTART_TIMEOUT:g} s"
+        finally:
+            record.restarts.pop(generation, None)
+        if answer.ice is None:
+            return answer.error or "the worker could not restart ICE"
+        log.info("session.ice_restart_started", session_id=session_id, generation=generation)
+        return answer.ice
 
     def _replace_ghosts(self, receiver_id: str, instance: str, replaces: str) -> None:
         """End this receiver's sessions that a new request supersedes: the one it says it

@@ -11,7 +11,9 @@ worker -> supervisor: :class:`WorkerReady` (how the receiver reaches it), :class
 (every ``heartbeat_interval`` and at once on every stream open/close and on connect, with
 counters), :class:`WorkerExiting` (why, just before exit).
 supervisor -> worker: :class:`Drain` (refuse new streams, exit once idle), :class:`Stop`
-(close the session now).
+(close the session now), :class:`IceRestart` (an ICE session's receiver lost its path: restart
+ICE with its new parameters under the live QUIC connection), answered by the worker's
+:class:`IceRestarted` (its new parameters, or ``error`` when it cannot restart).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tunnelpy.common.allowlist import Source
 from tunnelpy.common.config import NetOptions
 from tunnelpy.signaling.ice_parameters import IceParameters
 
-VERSION = 3  # 3: heartbeats carry lost packets, dropped datagrams and the path type
+VERSION = 3  # 3: heartbeats carry lost packets, dropped datagrams and the path type (ICE restart kinds: additive)
 ACCEPT_TIMEOUT = 30.0  # iroh mode: the receiver connects to its worker right after the answer
 PASTE_WAIT = 300.0  # a copy-paste worker waits this long for a person to paste its ANSWER
 
@@ -80,6 +82,8 @@ class Kind(enum.StrEnum):
     EXITING = "exiting"
     DRAIN = "drain"
     STOP = "stop"
+    ICE_RESTART = "ice_restart"
+    ICE_RESTARTED = "ice_restarted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +128,25 @@ class Stop:
     reason: str
 
 
-Message = WorkerReady | Heartbeat | WorkerExiting | Drain | Stop
+@dataclass(frozen=True, slots=True)
+class IceRestart:
+    """Restart ICE with the receiver's new parameters (``generation``: the restart's number)."""
+
+    generation: int
+    ice: IceParameters
+
+
+@dataclass(frozen=True, slots=True)
+class IceRestarted:
+    """The worker's answer to :class:`IceRestart` of the same ``generation``: its new ICE
+    parameters (it then runs the checks and moves the connection), or why it cannot."""
+
+    generation: int
+    ice: IceParameters | None = None
+    error: str = ""
+
+
+Message = WorkerReady | Heartbeat | WorkerExiting | Drain | Stop | IceRestart | IceRestarted
 _CODEC = messages.Codec(
     "worker protocol",
     VERSION,
@@ -134,6 +156,8 @@ _CODEC = messages.Codec(
         WorkerExiting: Kind.EXITING,
         Drain: Kind.DRAIN,
         Stop: Kind.STOP,
+        IceRestart: Kind.ICE_RESTART,
+        IceRestarted: Kind.ICE_RESTARTED,
     },
 )
 encode = _CODEC.encode

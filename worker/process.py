@@ -20,13 +20,14 @@ import uvloop
 import zmq
 import zmq.asyncio
 
-from tunnelpy.common.errors import ExitCode, TunnelError
+from tunnelpy.common.errors import ConnectionLost, ExitCode, TunnelError
 from tunnelpy.common.logs import configure_logging, get_logger
+from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.worker import contract as ww
 from tunnelpy.worker.contract import SessionState, WorkerSpec
 from tunnelpy.worker.forwarding.session import SessionTarget, WorkerSession
 from tunnelpy.worker.forwarding.tcp import Traffic
-from tunnelpy.worker.rendezvous import make_rendezvous
+from tunnelpy.worker.rendezvous import IceRendezvous, make_rendezvous
 from tunnelpy.worker.transport.interface import Connection, TransportStats
 
 log = get_logger(__name__)
@@ -126,16 +127,47 @@ class Worker:
             await asyncio.sleep(self.spec.heartbeat_interval)
 
     async def _control(self) -> None:
-        while True:
-            msg = ww.decode(await self._sock.recv())
-            if isinstance(msg, ww.Stop):
-                self.stop(f"stopped by supervisor: {msg.reason}")
-            elif isinstance(msg, ww.Drain):
-                self.state = SessionState.DRAINING
-                if self.session is None:
-                    self.stop("drained before the receiver connected")
+        restarting: asyncio.Task[None] | None = None
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                msg = ww.decode(await self._sock.recv())
+                if isinstance(msg, ww.IceRestart):
+                    if restarting is not None:
+                        restarting.cancel()  # a newer generation: the receiver gave up on the older one
+                    restarting = tg.create_task(self._restart_ice(msg))
                 else:
-                    self.session.drain()
+                    self._on_control(msg)
+
+    def _on_control(self, msg: ww.Message) -> None:
+        if isinstance(msg, ww.Stop):
+            self.stop(f"stopped by supervisor: {msg.reason}")
+        elif isinstance(msg, ww.Drain):
+            self.state = SessionState.DRAINING
+            if self.session is None:
+                self.stop("drained before the receiver connected")
+            else:
+                self.session.drain()
+
+    async def _restart_ice(self, msg: ww.IceRestart) -> None:
+        """Restart ICE under the live connection; the supervisor gets our new parameters (or
+        why not) at once, the checks and the move to the new pair follow."""
+        answered = False
+
+        def answer(params: IceParameters) -> None:
+            nonlocal answered
+            answered = True
+            self.report(ww.IceRestarted(msg.generation, ice=params))
+
+        try:
+            if not isinstance(self.rendezvous, IceRendezvous) or self.conn is None:
+                raise ConnectionLost("no connected ICE session to restart")
+            await self.rendezvous.restart(self.conn, msg.ice, answer)
+        except (TunnelError, OSError) as exc:
+            log.warning("worker.ice_restart_failed", generation=msg.generation, error=str(exc))
+            if not answered:
+                self.report(ww.IceRestarted(msg.generation, error=str(exc)))
+            return
+        self.report_heartbeat()  # the new route, at once
 
     async def _serve(self) -> tuple[str, ExitCode]:
         try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from tunnelpy.common.config import NetOptions
@@ -147,6 +148,16 @@ class IceRendezvous:
 
         await self._agent.connect(timeout=self._accept_timeout)
         return await connect_quic(self._agent, is_client=False, identity=self._identity)
+
+    async def restart(self, conn: Connection, peer: IceParameters, answer: Callable[[IceParameters], None]) -> None:
+        """ICE restart under ``conn`` with the receiver's new parameters; ``answer`` gets ours
+        as soon as they are gathered. Raises (the connection stays as it was) on failure."""
+        from tunnelpy.worker.transport.ice_restart import restart_controlled
+        from tunnelpy.worker.transport.quic.glue import QuicTransportConnection
+
+        if not isinstance(conn, QuicTransportConnection):
+            raise ConnectFailed("this session's connection does not run on ICE")
+        self._agent = await restart_controlled(self._agent, conn, peer, answer, "the receiver asked for an ICE restart")
 
     async def close(self) -> None:
         await self._agent.close()

@@ -6,7 +6,8 @@ loopback). Both print one JSON line.
         every connection (paced to --rate when given, so a transfer can span a drill)
     python3 -m tests.nat.traffic fetch HOST:PORT [--timeout S] [--for S]
         connects (retrying until --timeout), reads to EOF (or for --for seconds after the first
-        byte), prints {"bytes": N, "sha256": HEX, "ttfb_s": S, "total_s": S, "mb_s": RATE}
+        byte), prints {"bytes": N, "sha256": HEX, "ttfb_s": S, "total_s": S, "mb_s": RATE,
+        "max_gap_s": S}
         (mb_s: MB/s from the first byte on)
 
 `expected_sha256(size)` is what a fetch of an intact transfer prints.
@@ -98,6 +99,7 @@ def fetch(target: str, timeout: float, seconds: float | None = None) -> dict[str
     digest = hashlib.sha256()
     total = after_first = 0
     first: float | None = None
+    last = gap = 0.0
     conn.settimeout(timeout)
     with conn:
         while data := conn.recv(CHUNK):
@@ -106,6 +108,8 @@ def fetch(target: str, timeout: float, seconds: float | None = None) -> dict[str
                 first = now
             else:
                 after_first += len(data)
+                gap = max(gap, now - last)
+            last = now
             digest.update(data)
             total += len(data)
             if seconds is not None and now - first >= seconds:
@@ -117,6 +121,7 @@ def fetch(target: str, timeout: float, seconds: float | None = None) -> dict[str
         "ttfb_s": round((first or end) - start, 3),
         "total_s": round(end - start, 3),
         "mb_s": round(after_first / max(end - (first or end), 1e-9) / 1e6, 3),
+        "max_gap_s": round(gap, 3),  # the longest wait between two reads after the first byte
     }
 
 

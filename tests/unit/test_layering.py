@@ -22,6 +22,7 @@ SANS_IO = [
     "signaling/manual_blocks.py",
     "signaling/ice_parameters.py",
     "signaling/nostr_wire.py",
+    "signaling/nostr_restart.py",
     "worker/contract.py",
     "worker/forwarding/wire.py",
     "worker/transport/quic/pmtud.py",

@@ -58,6 +58,9 @@ WORKER_MESSAGES = [
     ww.WorkerExiting(reason="peer closed", exit_code=11),
     ww.Drain(),
     ww.Stop(reason="drain grace over"),
+    ww.IceRestart(2, IceParameters("efgh", "0123456789abcdefghijkm", ("1 1 udp 2130706431 10.0.0.3 40001 typ host",))),
+    ww.IceRestarted(2, ice=IceParameters("ijkl", "0123456789abcdefghijkn", ())),
+    ww.IceRestarted(3, error="no connected ICE session to restart"),
 ]
 CONTROL_MESSAGES = [
     cw.StatusRequest(),

@@ -6,6 +6,8 @@ republish it on a :class:`~tunnelpy.signaling.nostr_wire.RepublishSchedule` unti
 offer or reject arrives or ``--max-wait`` passes (exit 10). A reject becomes its reason's exit
 code. On the offer: confirm it once (:class:`TunnelAnswer`), leave the relays, run the ICE checks,
 connect QUIC as the client pinning the offer's certificate SHA-256, and serve ``--listen``.
+A lost ICE path pauses the connection while :class:`~tunnelpy.worker.receiver.nostr_restart.IceRestarter`
+restarts ICE for the same session; only if that fails does the session end (and a new one start).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tunnelpy.signaling import nostr_keys
 from tunnelpy.signaling import nostr_wire as wire
 from tunnelpy.signaling.ice_parameters import IceParameters
 from tunnelpy.signaling.nostr_signal import NostrSignal, RelayError
+from tunnelpy.worker.receiver.nostr_restart import IceRestarter
 from tunnelpy.worker.receiver.tunnel import LocalSide, first_leaf, run_until_stopped
 from tunnelpy.worker.transport.ice import ICE_CONNECT_TIMEOUT, IceAgent, stun_address
 
@@ -62,9 +65,16 @@ async def _session(cfg: ReceiverConfig, local: LocalSide) -> None:
         conn = await connect_quic(agent, is_client=True, cert_fingerprint=offer.cert_sha256)
         log.info("receiver.connected", transport="ice", pair=str(pair))
         try:
-            await local.serve(conn)
-        finally:
-            conn.close(0, "receiver done")
+            async with asyncio.TaskGroup() as tg:
+                restarter = IceRestarter(tg, keys, cfg.nostr.relays, sender, offer.session_id, agent)
+                restarter.watch(conn)
+                try:
+                    await local.serve(conn)
+                finally:
+                    conn.close(0, "receiver done")
+                    await restarter.close()  # the agent a restart moved to (the first one: below)
+        except BaseExceptionGroup as group:
+            raise first_leaf(group) from None
 
 
 async def ask_sender(

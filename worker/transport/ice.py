@@ -136,12 +136,18 @@ class IcePath:
     transport's callback. :meth:`send_many` writes a batch straight to the socket.
     """
 
-    def __init__(self, agent: IceAgent, demux: CandidateDemux, pair: SelectedPair) -> None:
+    def __init__(self, agent: IceAgent, demux: CandidateDemux, pair: aioice.ice.CandidatePair) -> None:
         self._agent = agent
         self._demux = demux
         self._sendto = demux.transport.sendto
-        self.pair = pair
-        self.remote = pair.remote
+        self._pair = pair
+        self.remote: tuple[str, int] = pair.remote_addr
+
+    @property
+    def pair(self) -> SelectedPair:
+        """Named afresh each time: a pair followed before our own check on it was answered (an
+        ICE restart) learns later where the peer sees us (srflx, prflx)."""
+        return self._agent._name(self._pair)
 
     @property
     def transport(self) -> Any:
@@ -180,14 +186,23 @@ class IceAgent:
         turn: TurnOptions | None = None,
     ) -> None:
         self.controlling = controlling
+        self.stun_server = stun_server
         self.host_filter = tuple(host_filter)
         self.turn = turn or TurnOptions()
         self._conn = _TunnelIceConnection(self.turn, ice_controlling=controlling, stun_server=stun_server)
         self._demuxes: dict[aioice.ice.StunProtocol, CandidateDemux] = {}
         self._selected: SelectedPair | None = None
+        self._in_use: aioice.ice.CandidatePair | None = None  # the pair a consumer was given
         self._closing = False
         self._connected_at = 0.0
         self._connect_ms = 0.0
+
+    def fresh(self) -> IceAgent:
+        """A new agent with the same role and options: new ufrag/pwd, to gather anew (an ICE
+        restart, RFC 8445 section 9; aioice has no restart of its own)."""
+        return IceAgent(
+            controlling=self.controlling, stun_server=self.stun_server, host_filter=self.host_filter, turn=self.turn
+        )
 
     @property
     def selected_pair(self) -> SelectedPair | None:
@@ -250,6 +265,10 @@ class IceAgent:
             ) from None
         self._connected_at = time.monotonic()
         self._connect_ms = round((self._connected_at - started) * 1000, 1)
+        if self._in_use is not None:  # data already follows the peer's pair (an ICE restart): keep it
+            self._conn.adopt(self._in_use)
+            self._selected = self._name(self._in_use)
+            return self._selected
         self._selected = self._name(self._conn.nominated_pair())
         return self._selected
 
@@ -269,6 +288,8 @@ class IceAgent:
         host->relay, theirs relay->relay) and each would send where the other does not listen.
         The controlling side decides (RFC 8445 section 8.1.1), so we use the pair it sends on.
         Bound this with a timeout; datagrams from addresses ICE did not validate are ignored.
+        An ICE restart runs it beside :meth:`connect` (the peer's pair is validated before our
+        own checks end); ``connect`` then keeps the pair in use for consent freshness.
         """
         arrived = asyncio.Event()
         for demux in self._demuxes.values():
@@ -298,6 +319,7 @@ class IceAgent:
         if demux is None:  # every host socket and TURN allocation has one
             raise RuntimeError(f"no demultiplexer for the pair {pair}")
         self._conn.adopt(pair)
+        self._in_use = pair
         self._selected = selected = self._name(pair)
         log.info(
             "session.path",
@@ -309,9 +331,9 @@ class IceAgent:
             remote=f"{selected.remote[0]}:{selected.remote[1]}",
             remote_type=selected.remote_type,
             ice_ms=self._connect_ms,
-            follow_ms=round((time.monotonic() - self._connected_at) * 1000, 1),
+            follow_ms=round((time.monotonic() - self._connected_at) * 1000, 1) if self._connected_at else 0.0,
         )
-        return IcePath(self, demux, selected)
+        return IcePath(self, demux, pair)
 
     def loss_reason(self, exc: Exception | None) -> str:
         if self._closing:
@@ -323,6 +345,8 @@ class IceAgent:
         return "ICE consent expired: the peer stopped answering connectivity checks (~30 s)"
 
     async def close(self) -> None:
+        if self._closing:  # closed already (an ICE restart closes the agent it moved away from)
+            return
         self._closing = True
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):

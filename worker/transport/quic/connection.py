@@ -223,6 +223,19 @@ class TunnelQuicConnection(QuicConnection):
         if self._loss._pto_count >= BLACK_HOLE_PTOS:
             self.mtu_search.on_black_hole(now)
 
+    def path_changed(self, now: float) -> None:
+        """The connection moved to another ICE pair (an ICE restart): everything in flight went
+        into the old path. Retransmit it now, as a PTO does (no congestion event), and send a
+        probe at once: the PTO backed off during the pause and would wait seconds more."""
+        loss = self._loss
+        loss._pto_count = 0
+        for space in loss.spaces:
+            if space.sent_packets:
+                self._on_packets_lost(
+                    packets=list(space.sent_packets.values()), now=now, space=space, congestion_event=False
+                )
+        loss._send_probe()
+
     def _mtu_active(self) -> bool:
         return self.mtu_search.enabled and self._handshake_confirmed and self._state is QuicConnectionState.CONNECTED
 

@@ -8,6 +8,14 @@ coalesced ``flush`` (``call_soon``) sends everything aioquic has queued, in one 
 then the path-MTU probe that is due, if any, through :class:`ProbeSocket` (unfragmented).
 There are no background tasks: the timer and the keep-alive are loop handles, cancelled when
 the connection ends.
+
+ICE restart: when the path is lost and :attr:`QuicTransportConnection.on_path_lost` takes it
+(returns True), the connection stays open and sends nothing (its packets count as lost) until
+the owner calls :meth:`~QuicTransportConnection.switch_path` with the pair a new ICE run
+selected, or :meth:`~QuicTransportConnection.path_failed`. aioquic is never told of the new
+address: the glue hands it the first pair's remote address for every datagram, so to aioquic
+the connection never migrates (the new pair was validated by ICE's checks, with credentials
+exchanged over authenticated signaling, and every QUIC packet is authenticated anyway).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from aioquic.quic import events
@@ -78,6 +87,8 @@ class QuicTransportConnection:
         self._ping_id = 0
         self._tx_bytes = 0
         self._rx_bytes = 0
+        self._paused = False  # the path is lost and an ICE restart is looking for another
+        self.on_path_lost: Callable[[str], bool] | None = None  # True: the owner restarts ICE
         path.attach(self.receive_datagram, self._on_path_lost)
 
     # -- transport.Connection
@@ -188,6 +199,32 @@ class QuicTransportConnection:
         self._keepalive = self._loop.call_later(self._settings.keepalive_interval, self._send_keepalive)
 
     def _on_path_lost(self, reason: str) -> None:
+        if self._lost_reason is None and self.on_path_lost is not None and self.on_path_lost(reason):
+            self._path.detach()
+            self._paused = True
+            return
+        self._end(reason)
+
+    # -- ICE restart: the owner moves the connection to another pair, or gives up
+
+    @property
+    def path(self) -> IcePath:
+        return self._path
+
+    def switch_path(self, path: IcePath) -> None:
+        """Carry this connection on ``path`` from now on; the old path is detached. What was in
+        flight is sent again at once, without waiting for a backed-off PTO."""
+        self.raise_if_lost()
+        self._path.detach()
+        self._path = path
+        self._probe_socket = ProbeSocket(path)
+        self._paused = False
+        path.attach(self.receive_datagram, self._on_path_lost)
+        self._quic.path_changed(self._now())
+        self.flush()
+
+    def path_failed(self, reason: str) -> None:
+        """No other path was found: the connection ends with ``reason``."""
         self._end(reason)
 
     # -- output
@@ -205,11 +242,11 @@ class QuicTransportConnection:
         self._wake_writers()
         now = self._now()
         datagrams = self._quic.datagrams_to_send(now)
-        if datagrams:
+        if datagrams and not self._paused:
             packets = [data for data, _ in datagrams]
             self._tx_bytes += sum(map(len, packets))
             self._path.send_many(packets)
-        if probe := self._quic.mtu_probe(now, self._probe_socket.idle):
+        if not self._paused and (probe := self._quic.mtu_probe(now, self._probe_socket.idle)):
             seq, datagram = probe
             self._tx_bytes += len(datagram)
             if not self._probe_socket.send(datagram):
