@@ -90,8 +90,22 @@ def new_session_id() -> str:
     return secrets.token_hex(SESSION_ID_BYTES)
 
 
+class _FlatIce:
+    """ICE credentials and candidates travel as flat fields of a message; ``ice`` gives them as
+    the one :class:`IceParameters` shape."""
+
+    __slots__ = ()
+    ice_ufrag: str
+    ice_pwd: str
+    candidates: tuple[str, ...]
+
+    @property
+    def ice(self) -> IceParameters:
+        return IceParameters(self.ice_ufrag, self.ice_pwd, self.candidates)
+
+
 @dataclass(frozen=True, slots=True)
-class TunnelRequest:
+class TunnelRequest(_FlatIce):
     """Receiver -> sender: the source it wants and its ICE parameters.
 
     ``timestamp`` is the receiver's wall clock (unix seconds) when this copy was published;
@@ -109,13 +123,9 @@ class TunnelRequest:
     def create(cls, session_id: str, source: str, ice: IceParameters, timestamp: int) -> TunnelRequest:
         return cls(session_id, source, ice.ufrag, ice.pwd, tuple(ice.candidates), timestamp)
 
-    @property
-    def ice(self) -> IceParameters:
-        return IceParameters(self.ice_ufrag, self.ice_pwd, self.candidates)
-
 
 @dataclass(frozen=True, slots=True)
-class TunnelOffer:
+class TunnelOffer(_FlatIce):
     """Sender -> receiver: the session's ICE parameters and QUIC certificate pin."""
 
     session_id: str
@@ -127,10 +137,6 @@ class TunnelOffer:
     @classmethod
     def create(cls, session_id: str, ice: IceParameters, cert_sha256: str) -> TunnelOffer:
         return cls(session_id, ice.ufrag, ice.pwd, tuple(ice.candidates), cert_sha256)
-
-    @property
-    def ice(self) -> IceParameters:
-        return IceParameters(self.ice_ufrag, self.ice_pwd, self.candidates)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +163,7 @@ class TunnelAnswer:
 
 
 @dataclass(frozen=True, slots=True)
-class IceRestart:
+class IceRestart(_FlatIce):
     """Receiver -> sender: restart ICE for the live session ``session_id`` (the request's id)
     with these new credentials and candidates. ``generation`` counts the session's restarts
     (1, 2, ...): republications share one; ``timestamp`` as in :class:`TunnelRequest`."""
@@ -173,13 +179,9 @@ class IceRestart:
     def create(cls, session_id: str, generation: int, ice: IceParameters, timestamp: int) -> IceRestart:
         return cls(session_id, generation, ice.ufrag, ice.pwd, tuple(ice.candidates), timestamp)
 
-    @property
-    def ice(self) -> IceParameters:
-        return IceParameters(self.ice_ufrag, self.ice_pwd, self.candidates)
-
 
 @dataclass(frozen=True, slots=True)
-class IceRestarted:
+class IceRestarted(_FlatIce):
     """Sender -> receiver: the session's worker restarted ICE; its new parameters."""
 
     session_id: str
@@ -191,10 +193,6 @@ class IceRestarted:
     @classmethod
     def create(cls, session_id: str, generation: int, ice: IceParameters) -> IceRestarted:
         return cls(session_id, generation, ice.ufrag, ice.pwd, tuple(ice.candidates))
-
-    @property
-    def ice(self) -> IceParameters:
-        return IceParameters(self.ice_ufrag, self.ice_pwd, self.candidates)
 
 
 Message: TypeAlias = TunnelRequest | TunnelOffer | TunnelReject | TunnelAnswer | IceRestart | IceRestarted

@@ -6,17 +6,8 @@ use std::time::Duration;
 use tunnelpy_native::net::{endpoint_id_of, ticket_parts, ticket_with};
 use tunnelpy_native::{Endpoint, EndpointOptions, Error};
 
-const ALPN: &[u8] = b"tunnel-py/test";
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn server() -> Endpoint {
-    Endpoint::bind(&EndpointOptions {
-        alpns: vec![ALPN.to_vec()],
-        ..EndpointOptions::offline()
-    })
-    .await
-    .unwrap()
-}
+mod common;
+use common::{server, ALPN, DEADLINE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn incoming_names_its_address_and_accepts_once() {

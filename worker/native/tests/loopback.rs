@@ -7,21 +7,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tunnelpy_native::{splice_tcp, Connection, Endpoint, EndpointOptions, Error};
 
-const ALPN: &[u8] = b"tunnel-py/test";
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn pair() -> (Endpoint, Endpoint, Connection, Connection) {
-    let server = Endpoint::bind(&EndpointOptions {
-        alpns: vec![ALPN.to_vec()],
-        ..EndpointOptions::offline()
-    })
-    .await
-    .unwrap();
-    let client = Endpoint::bind(&EndpointOptions::offline()).await.unwrap();
-    let ticket = server.ticket();
-    let (a, b) = tokio::join!(client.connect(&ticket, ALPN, DEADLINE), server.accept());
-    (client, server, a.unwrap(), b.unwrap())
-}
+mod common;
+use common::{pair, ALPN, DEADLINE};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_endpoint_binds_only_loopback_v4() {

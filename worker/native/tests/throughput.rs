@@ -8,18 +8,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tunnelpy_native::{splice_tcp, Endpoint, EndpointOptions};
 
-const ALPN: &[u8] = b"tunnel-py/bench";
+mod common;
+use common::{server, ALPN};
 const SIZE: u64 = 1 << 30;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run with --ignored --nocapture"]
 async fn one_stream_mb_per_s() {
-    let server = Endpoint::bind(&EndpointOptions {
-        alpns: vec![ALPN.to_vec()],
-        ..EndpointOptions::offline()
-    })
-    .await
-    .unwrap();
+    let server = server().await;
     let client = Endpoint::bind(&EndpointOptions::offline()).await.unwrap();
     let ticket = server.ticket();
     let (c, s) = tokio::join!(

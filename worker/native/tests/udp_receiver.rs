@@ -9,23 +9,10 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 use tunnelpy_native::udp::{self, Limits};
-use tunnelpy_native::{Connection, Endpoint, EndpointOptions, Error};
+use tunnelpy_native::{Connection, Endpoint, Error};
 
-const ALPN: &[u8] = b"tunnel-py/test";
-const DEADLINE: Duration = Duration::from_secs(20);
-
-async fn pair() -> (Endpoint, Endpoint, Connection, Connection) {
-    let server = Endpoint::bind(&EndpointOptions {
-        alpns: vec![ALPN.to_vec()],
-        ..EndpointOptions::offline()
-    })
-    .await
-    .unwrap();
-    let client = Endpoint::bind(&EndpointOptions::offline()).await.unwrap();
-    let ticket = server.ticket();
-    let (a, b) = tokio::join!(client.connect(&ticket, ALPN, DEADLINE), server.accept());
-    (client, server, a.unwrap(), b.unwrap())
-}
+mod common;
+use common::{pair, DEADLINE};
 
 /// A UDP echo source; its address.
 async fn echo_source() -> SocketAddr {
