@@ -230,16 +230,23 @@ class Lab:
         lan = 10 + self._routers
         return self._uplink(host, kind, lan=lan)
 
-    def cut(self, link: Link) -> None:
+    def cut(self, link: Link, withdraw_routes: bool = True) -> None:
+        """Take `link` down: its carrier goes away and, as a host's network manager (or DHCP
+        client) does when a link is lost, the host's default routes through it are withdrawn.
+        ``withdraw_routes=False`` leaves them in place (the kernel then only skips them as
+        linkdown): a host that does not react to the loss."""
         link.router.sh(f"ip link set {link.router_device} down")
+        if withdraw_routes:
+            link.host.sh(f"ip -4 route flush table all dev {link.device} exact 0.0.0.0/0")
 
     def restore(self, link: Link) -> None:
         link.router.sh(f"ip link set {link.router_device} up")
-        # the kernel dropped the routes through the gateway while the carrier was down
-        link.host.sh(
-            f"ip route replace default via {link.gateway} dev {link.device}"
-            + ("" if link is self.primary(link.host) else " metric 200")
-        )
+        primary = link is self.primary(link.host)
+        metric = "" if primary else " metric 200"
+        link.host.sh(f"ip route replace default via {link.gateway} dev {link.device}{metric}")
+        if not primary:
+            table = 100 + self._links[link.host.name].index(link)
+            link.host.sh(f"ip route replace default via {link.gateway} dev {link.device} table {table}")
 
     def readdress(self, host: Host) -> str:
         """Move `host` to the next address of its first LAN (old address gone, route kept)."""

@@ -10,6 +10,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.nat import iroh_support as irs
 from tests.nat.lab import Lab, NatKind
 from tests.nat.traffic import start_source
@@ -133,27 +135,36 @@ def test_the_session_survives_the_receiver_changing_its_address(nat_lab: Callabl
     run(main())
 
 
-def test_a_second_uplink_carries_the_transfer_when_the_first_is_cut(nat_lab: Callable[..., Lab], work: Path) -> None:
+@pytest.mark.parametrize("withdraw_routes", [True, False], ids=["routes-withdrawn", "carrier-only"])
+def test_a_second_uplink_carries_the_transfer_when_the_first_is_cut(
+    nat_lab: Callable[..., Lab], work: Path, withdraw_routes: bool
+) -> None:
     lab = nat_lab(NatKind.CONE, NatKind.CONE)
     second = lab.add_uplink(lab.right)
     size, rate = 6_000_000, 1_000_000
+    # routes-withdrawn (what a network manager does on link loss): iroh sees its default route
+    # move, re-homes its relay and holepunches a direct path through the second uplink within
+    # seconds, at the default idle timeout. carrier-only (the routes linger, skipped as
+    # linkdown): iroh abandons the dead direct path after half the idle timeout, but the
+    # receiver's relay connection (TCP, pinned to the cut link) only comes back when iroh's relay
+    # ping fails, ~15-20 s here, so only a longer idle timeout rides it out.
+    idle = [] if withdraw_routes else ["--idle-timeout", "45"]
 
     async def main() -> None:
-        # iroh abandons the dead direct path after half the idle timeout and the sender moves to
-        # the relay path at once, but the receiver's relay connection (TCP, pinned to the cut
-        # link) only comes back after iroh's relay ping fails: ~15-20 s here. A longer idle
-        # timeout lets the session ride that out; with the default 15 s the receiver reconnects.
-        tunnel, _ = await _tunnel(lab, work, size, "--idle-timeout", "45", rate=rate)
+        tunnel, _ = await _tunnel(lab, work, size, *idle, rate=rate)
         try:
             fetching = asyncio.create_task(irs.fetch(tunnel, lab.right, size))
             before = await irs.wait_path(tunnel, "direct")
             assert len(before["paths"]) >= 2, before["paths"]  # the direct path and the relay's
-            lab.cut(lab.primary(lab.right))
+            lab.cut(lab.primary(lab.right), withdraw_routes=withdraw_routes)
             result = await fetching
             after = await irs.session(tunnel)
             assert after["session_id"] == before["session_id"]
+            if withdraw_routes:  # a new direct path, through the second uplink's NAT
+                assert after["path"] == "direct" and second.public in after["paths"][0], after["paths"]
             stall = round(result["total_s"] - size / rate, 1)
-            irs.report("iroh", "cone/cone+uplink cut", after["path"], result, paths=len(before["paths"]), stall_s=stall)
+            cut = "uplink cut" if withdraw_routes else "uplink cut, carrier only"
+            irs.report("iroh", f"cone/cone+{cut}", after["path"], result, paths=len(before["paths"]), stall_s=stall)
             print(f"NAT-PATHS before={before['paths']} after={after['paths']} uplink2={second.public}", flush=True)
         finally:
             await tunnel.close()
