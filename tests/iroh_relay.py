@@ -230,3 +230,19 @@ def iroh_relay(tmp_path: Path) -> Iterator[Callable[..., IrohRelay]]:
     yield start
     for relay in started:
         relay.stop()
+
+
+def sender_args(flags: list[str], ticket_file: Path, control: Path) -> list[str]:
+    """An iroh sender of the relay tests (loopback and NAT lab): any receiver, sources on 127/8."""
+    return [
+        "sender", "iroh", *flags, "--allow-any-receiver", "--allowed-tcp", "127.0.0.0/8",
+        "--ticket-file", str(ticket_file), "--control", str(control), "--log-format", "json",
+    ]  # fmt: skip
+
+
+def receiver_args(flags: list[str], ticket: str, port: int, listen: str) -> list[str]:
+    """An iroh receiver of the relay tests, for the source on the sender's 127.0.0.1:``port``."""
+    return [
+        "receiver", "iroh", *flags, "--node-id", ticket, "--source", f"tcp://127.0.0.1:{port}",
+        "--target", listen, "--log-format", "json",
+    ]  # fmt: skip

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.iroh_relay import IrohRelay, iroh_relay  # noqa: F401  (the fixture)
+from tests.iroh_relay import IrohRelay, iroh_relay, receiver_args, sender_args  # noqa: F401  (the fixture)
 from tests.support import Cluster, run
 from tunnelpy.bench.harness import EchoService, Peer, listening_address, tcp_echo_roundtrip
 from tunnelpy.cli.status import fetch_status
@@ -39,24 +39,7 @@ def token_file(work: Path, name: str, token: str) -> Path:
 
 async def start_sender(cluster: Cluster, relay_flags: list[str]) -> tuple[Peer, str]:
     work = cluster.work
-    sender = Peer(
-        "sender",
-        [
-            "sender",
-            "iroh",
-            *relay_flags,
-            "--allow-any-receiver",
-            "--allowed-tcp",
-            "127.0.0.0/8",
-            "--ticket-file",
-            str(work / "sender.ticket"),
-            "--control",
-            str(work / "sender.sock"),
-            "--log-format",
-            "json",
-        ],
-        work,
-    )
+    sender = Peer("sender", sender_args(relay_flags, work / "sender.ticket", work / "sender.sock"), work)
     cluster.peers.append(sender)
     await sender.start()
     online = await sender.wait_event("supervisor.online")
@@ -64,24 +47,8 @@ async def start_sender(cluster: Cluster, relay_flags: list[str]) -> tuple[Peer, 
 
 
 async def start_receiver(cluster: Cluster, ticket: str, port: int, relay_flags: list[str], name: str) -> Peer:
-    receiver = Peer(
-        name,
-        [
-            "receiver",
-            "iroh",
-            *relay_flags,
-            "--node-id",
-            ticket,
-            "--source",
-            f"tcp://127.0.0.1:{port}",
-            "--target",
-            "127.0.0.1:0",
-            "--no-reconnect",
-            "--log-format",
-            "json",
-        ],
-        cluster.work,
-    )
+    args = receiver_args([*relay_flags, "--no-reconnect"], ticket, port, "127.0.0.1:0")
+    receiver = Peer(name, args, cluster.work)
     cluster.peers.append(receiver)
     await receiver.start()
     return receiver

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.iroh_relay import IrohRelay, probe_in
+from tests.iroh_relay import IrohRelay, probe_in, receiver_args, sender_args
 from tests.nat.lab import PUBLIC_A, Host, Lab
 from tests.nat.traffic import expected_sha256
 from tunnelpy.bench.harness import Peer, cli_command
@@ -68,24 +68,7 @@ class Tunnel:
 
 
 async def start_sender(tunnel: Tunnel, host: Host, mode_flags: list[str]) -> tuple[Peer, str]:
-    sender = tunnel.peer(
-        host,
-        "sender",
-        [
-            "sender",
-            "iroh",
-            *mode_flags,
-            "--allow-any-receiver",
-            "--allowed-tcp",
-            "127.0.0.0/8",
-            "--ticket-file",
-            str(tunnel.work / "sender.ticket"),
-            "--control",
-            str(tunnel.control),
-            "--log-format",
-            "json",
-        ],
-    )
+    sender = tunnel.peer(host, "sender", sender_args(mode_flags, tunnel.work / "sender.ticket", tunnel.control))
     await sender.start()
     online = await sender.wait_event("supervisor.online", timeout=30)
     return sender, str(online["ticket"])
@@ -93,23 +76,7 @@ async def start_sender(tunnel: Tunnel, host: Host, mode_flags: list[str]) -> tup
 
 async def start_receiver(tunnel: Tunnel, host: Host, ticket: str, port: int, mode_flags: list[str]) -> Peer:
     tunnel.receiver_started = time.monotonic()
-    receiver = tunnel.peer(
-        host,
-        "receiver",
-        [
-            "receiver",
-            "iroh",
-            *mode_flags,
-            "--node-id",
-            ticket,
-            "--source",
-            f"tcp://127.0.0.1:{port}",
-            "--target",
-            LISTEN,
-            "--log-format",
-            "json",
-        ],
-    )
+    receiver = tunnel.peer(host, "receiver", receiver_args(mode_flags, ticket, port, LISTEN))
     await receiver.start()
     return receiver
 
