@@ -180,15 +180,30 @@ async def start_receiver(
     wait: bool = True,
 ) -> tuple[Peer, tuple[str, int] | None]:
     """Start an iroh receiver listening on an ephemeral loopback port; returns it and its address."""
+    return await start_mode_receiver(
+        work, peers, ["iroh", "--no-relay", "--node-id", ticket], source, name=name, extra=extra, wait=wait
+    )
+
+
+async def start_mode_receiver(
+    work: Path,
+    peers: list[Peer],
+    mode_args: list[str],
+    source: str,
+    *,
+    name: str = "receiver",
+    extra: list[str] | None = None,
+    wait: bool = True,
+    timeout: float = 20.0,
+) -> tuple[Peer, tuple[str, int] | None]:
+    """A receiver (``mode_args``: the mode and how it finds its sender) for ``source``, listening
+    on an ephemeral loopback port; returns it and, with ``wait``, where it listens."""
     args = [
         "receiver",
-        "iroh",
-        "--no-relay",
-        "--node-id",
-        ticket,
+        *mode_args,
         "--source",
         source,
-        "--target",
+        "--listen",
         "127.0.0.1:0",
         "--log-format",
         "json",
@@ -197,7 +212,7 @@ async def start_receiver(
     peer = Peer(name, args, work)
     peers.append(peer)
     await peer.start()
-    return peer, (await listening_address(peer) if wait else None)
+    return peer, (await listening_address(peer, timeout=timeout) if wait else None)
 
 
 async def listening_address(receiver: Peer, timeout: float = 20.0) -> tuple[str, int]:

@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 from tunnelpy.bench import nostr_relay
-from tunnelpy.bench.harness import Peer, listening_address
+from tunnelpy.bench.harness import Peer, start_mode_receiver
 from tunnelpy.signaling.nostr_keys import generate_key_file
 
 NOSTR_LOOPBACK = ["--no-stun", "--ice-host", "127.0.0.1"]
@@ -86,27 +86,8 @@ async def start_nostr_receiver(
     wait: bool = True,
 ) -> tuple[Peer, tuple[str, int] | None]:
     """A nostr receiver asking ``sender`` (npub) for ``source``; returns it and where it listens."""
-    args = [
-        "receiver",
-        "nostr",
-        "--nsec-file",
-        str(key),
-        "--peer-npub",
-        sender,
-        *relay_flags(relays),
-        *NOSTR_LOOPBACK,
-        "--source",
-        source,
-        "--listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-        *(extra or []),
-    ]
-    peer = Peer(name, args, work)
-    peers.append(peer)
-    await peer.start()
-    return peer, (await listening_address(peer, timeout=60) if wait else None)
+    mode_args = ["nostr", "--nsec-file", str(key), "--peer-npub", sender, *relay_flags(relays), *NOSTR_LOOPBACK]
+    return await start_mode_receiver(work, peers, mode_args, source, name=name, extra=extra, wait=wait, timeout=60)
 
 
 class NostrSessions:
