@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from tunnelpy.signaling.nostr_wire import ACCEPT, Decision, IceRestart, IceRestarted, Ignore, Message
+from tunnelpy.signaling.nostr_wire import ACCEPT, Decision, IceRestart, IceRestarted, Ignore, Message, stale
 
 RESTART_ANSWER_WAIT = 10.0
 """Seconds a receiver waits for :class:`IceRestarted` before it falls back to a new session."""
@@ -64,11 +64,8 @@ class RestartGate:
         key = (author.lower(), restart.session_id)
         if key not in self._live:
             return Ignore(f"no live session {restart.session_id} of author {author[:16]}")
-        age = now - restart.timestamp
-        if age > self.max_age:
-            return Ignore(f"stale ICE restart: {age:.0f} s old, the limit is {self.max_age:.0f} s")
-        if -age > self.max_skew:
-            return Ignore(f"ICE restart from the future: {-age:.0f} s ahead, is the receiver's clock right?")
+        if (refused := stale("ICE restart", restart.timestamp, now, self.max_age, self.max_skew)) is not None:
+            return refused
         if restart.generation <= self._generation.get(key, 0):
             return Ignore(f"ICE restart {restart.generation} of session {restart.session_id} already handled")
         self._generation[key] = restart.generation

@@ -272,6 +272,17 @@ Decision: TypeAlias = Accept | Ignore
 ACCEPT = Accept()
 
 
+def stale(what: str, timestamp: int, now: float, max_age: float, max_skew: float) -> Ignore | None:
+    """Why a message published at ``timestamp`` is not fresh at ``now`` (older than ``max_age``
+    s, or more than ``max_skew`` s ahead), or None; ``what`` names it in the reason."""
+    age = now - timestamp
+    if age > max_age:
+        return Ignore(f"stale {what}: {age:.0f} s old, the limit is {max_age:.0f} s")
+    if -age > max_skew:
+        return Ignore(f"{what} from the future: {-age:.0f} s ahead, is the receiver's clock right?")
+    return None
+
+
 class RequestGate:
     """The sender's filter in front of every decoded :class:`TunnelRequest`; sans-IO (``now`` given).
 
@@ -309,11 +320,8 @@ class RequestGate:
     def check(self, author: str, request: TunnelRequest, now: float) -> Decision:
         if self.allowed is not None and author.lower() not in self.allowed:
             return Ignore(f"author {author[:16]} is not an authorized receiver")
-        age = now - request.timestamp
-        if age > self.max_age:
-            return Ignore(f"stale request: {age:.0f} s old, the limit is {self.max_age:.0f} s")
-        if -age > self.max_skew:
-            return Ignore(f"request from the future: {-age:.0f} s ahead, is the receiver's clock right?")
+        if (refused := stale("request", request.timestamp, now, self.max_age, self.max_skew)) is not None:
+            return refused
         self._expire(now)
         key = (author.lower(), request.session_id)
         seen = key in self._seen
