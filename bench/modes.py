@@ -16,14 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from tunnelpy.bench.harness import (
-    MANUAL_LOOPBACK,
-    ManualPair,
-    Peer,
-    listening_address,
-    start_receiver,
-    start_sender,
-)
+from tunnelpy.bench.harness import Peer, listening_address, start_receiver, start_sender
+from tunnelpy.bench.manual_pair import MANUAL_LOOPBACK, ManualPair
 from tunnelpy.bench.net import SETUP_DEADLINE
 from tunnelpy.common.modes import Mode
 

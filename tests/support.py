@@ -6,7 +6,8 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from tunnelpy.bench.harness import ManualPair, Peer, start_receiver, start_sender
+from tunnelpy.bench.harness import Peer, start_receiver, start_sender
+from tunnelpy.bench.manual_pair import ManualPair
 
 
 def run(coro, timeout: float = 90.0):  # type: ignore[no-untyped-def]

@@ -19,14 +19,8 @@ from typing import Any
 import pytest
 
 from tests.support import Cluster, run
-from tunnelpy.bench.harness import (
-    MANUAL_LOOPBACK,
-    EchoService,
-    ManualPair,
-    listening_address,
-    tcp_echo_roundtrip,
-    udp_echo_roundtrip,
-)
+from tunnelpy.bench.harness import EchoService, listening_address, tcp_echo_roundtrip, udp_echo_roundtrip
+from tunnelpy.bench.manual_pair import MANUAL_LOOPBACK, ManualPair
 from tunnelpy.common.errors import ExitCode
 from tunnelpy.signaling.manual_blocks import BlockKind, IceOffer, decode_block
 from tunnelpy.worker.transport.stun_probe import public_address

@@ -31,7 +31,8 @@ from pathlib import Path
 from tests.nat.lab import PUBLIC_A, Lab, NatKind
 from tests.nat.traffic import start_source
 from tunnelpy.bench.contenders import SshForward, SshServer
-from tunnelpy.bench.harness import ManualPair, Peer, listening_address, start_receiver, start_sender
+from tunnelpy.bench.harness import Peer, listening_address, start_receiver, start_sender
+from tunnelpy.bench.manual_pair import ManualPair
 from tunnelpy.bench.modes import SENDER_ALLOWS
 
 CONTENDERS = ("direct TCP", "ssh -L", "iroh", "iroh bbr3", "iroh tuned", "iroh-manual", "custom-manual")
